@@ -1,0 +1,83 @@
+"""The database handle: one engine, and transactions that mean the same on both databases.
+
+SQLite is tuned for a single busy process: WAL (readers never wait for the writer),
+``synchronous=NORMAL`` (a commit survives the process being killed; only a power cut can
+lose the last commits), a busy timeout, and foreign keys on. Write transactions begin
+``IMMEDIATE`` and are serialised in-process, so writers queue on a lock instead of
+spinning on SQLITE_BUSY or failing to upgrade a read lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class Database:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        options: dict[str, Any] = {
+            "json_serializer": _json_dumps,
+            "json_deserializer": orjson.loads,
+        }
+        if not self.is_sqlite:
+            options.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        self.engine: Engine = create_engine(self.url, echo=echo, **options)
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+        if self.is_sqlite:
+            _tune_sqlite(self.engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that will write: committed on success, rolled back on any error."""
+        with self._write_lock or nullcontext(), self.engine.connect() as connection:
+            connection = connection.execution_options(junction_begin="IMMEDIATE")
+            with connection.begin():
+                yield connection
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A consistent read-only view."""
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's BEGIN below be the only transaction control (pysqlite's own
+        # implicit BEGIN would be DEFERRED).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "busy_timeout=10000",
+            "foreign_keys=ON",
+            "cache_size=-65536",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get("junction_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")

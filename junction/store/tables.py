@@ -1,0 +1,140 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations are generated from this.
+
+Every row belongs to a workspace, and every query filters on it: a key of one workspace
+never sees another's rows. Times are stored timezone-aware, in UTC.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from junction.store.types import UtcDateTime
+
+# Names for constraints, so migrations are the same on both databases.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only gives an INTEGER PRIMARY KEY the rowid's speed; PostgreSQL gets a bigint.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Time = UtcDateTime()
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", Time, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("prefix", String(32), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("label", String(200), nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("revoked_at", Time),
+    Index(None, "workspace_id"),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    # The customer's own id; null for a contact only known by an anonymous id so far.
+    Column("user_id", String(255)),
+    Column("traits", Json, nullable=False),
+    Column("timezone", String(64)),
+    Column("locale", String(35)),
+    Column("country", String(2)),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    UniqueConstraint("workspace_id", "user_id"),
+)
+
+# Other ids that lead to a contact: anonymous ids, and user ids merged into it by alias.
+contact_aliases = Table(
+    "contact_aliases",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # "anonymous" | "user"
+    Column("alias", String(255), nullable=False),
+    UniqueConstraint("workspace_id", "kind", "alias"),
+    Index(None, "contact_id"),
+)
+
+addresses = Table(
+    "addresses",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # junction.domain.addresses.AddressKind
+    Column("value", String(2048), nullable=False),
+    Column("status", String(16), nullable=False),  # junction.domain.addresses.AddressStatus
+    Column("details", Json, nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    UniqueConstraint("contact_id", "kind", "value"),
+    # Inbound messages and provider callbacks find the contact by address.
+    Index(None, "workspace_id", "kind", "value"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("message_id", String(255), nullable=False),
+    Column("type", String(16), nullable=False),
+    # The event name for track, the page or screen name for page and screen.
+    Column("name", String(255)),
+    Column("user_id", String(255)),
+    Column("anonymous_id", String(255)),
+    # Properties for track, page and screen; previousId for alias, groupId for group.
+    Column("properties", Json),
+    # Traits for identify and group.
+    Column("traits", Json),
+    Column("context", Json),
+    Column("timestamp", Time, nullable=False),
+    Column("received_at", Time, nullable=False),
+    Column("sent_at", Time),
+    UniqueConstraint("workspace_id", "message_id"),
+    Index(None, "contact_id", "timestamp"),
+)
+
+# Erased people: a keyed hash of each id they had, so a late event cannot bring them back.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("identity_hash", String(64), nullable=False),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("workspace_id", "identity_hash"),
+)
