@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI). Routers stay thin: decode, call the store, answer."""

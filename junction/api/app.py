@@ -1,0 +1,60 @@
+"""The FastAPI application, built from values (settings, database, clock) and nothing global."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from junction import __version__
+from junction.api import contacts, ingest, problems
+from junction.api.deps import Services
+from junction.api.responses import JSONAnswer
+from junction.clock import Clock, SystemClock
+from junction.domain import tracking
+from junction.settings import Settings
+from junction.store.database import Database
+
+
+def create_app(
+    settings: Settings, database: Database | None = None, clock: Clock | None = None
+) -> FastAPI:
+    app = FastAPI(
+        title="Junction",
+        version=__version__,
+        description="Cross-channel customer messaging. Every /v1 route needs a workspace API "
+        "key: `Authorization: Bearer KEY`, or HTTP Basic with the key as username.",
+        default_response_class=JSONAnswer,
+    )
+    app.state.services = Services(
+        settings=settings,
+        database=database or Database(settings.database_url),
+        clock=clock or SystemClock(),
+        secret=settings.resolved_secret_key(),
+    )
+    problems.install(app)
+    app.include_router(ingest.router)
+    app.include_router(contacts.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                tracking.openapi_components()
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
