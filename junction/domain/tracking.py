@@ -22,9 +22,10 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
+from msgspec import Meta
 
 from junction.domain.profile import read_profile_fields
 from junction.errors import FieldError, InvalidInput, MalformedBody, PayloadTooLarge
@@ -34,15 +35,18 @@ MAX_BATCH_BYTES = 500 * 1024
 MAX_ID_LENGTH = 255
 MAX_EVENT_NAME_LENGTH = 255
 
+Id = Annotated[str, Meta(max_length=MAX_ID_LENGTH)] | int
+Name = Annotated[str, Meta(max_length=MAX_EVENT_NAME_LENGTH)]
+
 
 class Message(msgspec.Struct, rename="camel", tag_field="type", kw_only=True):
     """Fields every call shares."""
 
     kind: ClassVar[str]
 
-    message_id: str | None = None
-    user_id: str | int | None = None
-    anonymous_id: str | int | None = None
+    message_id: Annotated[str, Meta(max_length=MAX_ID_LENGTH)] | None = None
+    user_id: Id | None = None
+    anonymous_id: Id | None = None
     timestamp: datetime | None = None
     original_timestamp: datetime | None = None
     sent_at: datetime | None = None
@@ -57,33 +61,33 @@ class Identify(Message, tag="identify"):
 
 class Track(Message, tag="track"):
     kind = "track"
-    event: str
+    event: Name
     properties: dict[str, Any] | None = None
 
 
 class Page(Message, tag="page"):
     kind = "page"
-    name: str | None = None
-    category: str | None = None
+    name: Name | None = None
+    category: Name | None = None
     properties: dict[str, Any] | None = None
 
 
 class Screen(Message, tag="screen"):
     kind = "screen"
-    name: str | None = None
-    category: str | None = None
+    name: Name | None = None
+    category: Name | None = None
     properties: dict[str, Any] | None = None
 
 
 class Group(Message, tag="group"):
     kind = "group"
-    group_id: str | int
+    group_id: Id
     traits: dict[str, Any] | None = None
 
 
 class Alias(Message, tag="alias"):
     kind = "alias"
-    previous_id: str | int
+    previous_id: Id
 
 
 AnyMessage = Identify | Track | Page | Screen | Group | Alias
@@ -253,25 +257,8 @@ def validate(message: AnyMessage, at: str = "") -> list[FieldError]:
             errors.append(FieldError(f"{prefix}previousId", "alias needs the previous id"))
     elif user_id is None and anonymous_id is None:
         errors.append(FieldError(f"{prefix}userId", "every call needs a userId or an anonymousId"))
-    for name, value in (("userId", user_id), ("anonymousId", anonymous_id)):
-        if value is not None and len(value) > MAX_ID_LENGTH:
-            errors.append(
-                FieldError(f"{prefix}{name}", f"is longer than {MAX_ID_LENGTH} characters")
-            )
-    if message.message_id is not None and len(message.message_id) > MAX_ID_LENGTH:
-        errors.append(
-            FieldError(f"{prefix}messageId", f"is longer than {MAX_ID_LENGTH} characters")
-        )
-    if isinstance(message, Track):
-        name = message.event.strip()
-        if not name:
-            errors.append(
-                FieldError(f"{prefix}event", "must name the event, e.g. 'Order Completed'")
-            )
-        elif len(name) > MAX_EVENT_NAME_LENGTH:
-            errors.append(
-                FieldError(f"{prefix}event", f"is longer than {MAX_EVENT_NAME_LENGTH} characters")
-            )
+    if isinstance(message, Track) and not message.event.strip():
+        errors.append(FieldError(f"{prefix}event", "must name the event, e.g. 'Order Completed'"))
     if isinstance(message, Identify) and message.traits:
         errors.extend(read_profile_fields(message.traits, f"{prefix}traits")[1])
     if isinstance(message, Group) and as_id(message.group_id) is None:

@@ -41,7 +41,7 @@ from junction.store.identity import (
     link_anonymous_id,
 )
 from junction.store.profiles import ProfileChange, apply_profile_changes
-from junction.store.sql import insert_ignoring_conflicts
+from junction.store.sql import driver_json, driver_time, insert_rows_fast
 from junction.store.tables import events, suppressions
 
 
@@ -61,107 +61,117 @@ class Batch:
     context: dict[str, Any] | None = None
 
 
+EVENT_COLUMNS = (
+    "workspace_id",
+    "contact_id",
+    "message_id",
+    "type",
+    "name",
+    "user_id",
+    "anonymous_id",
+    "properties",
+    "traits",
+    "context",
+    "timestamp",
+    "received_at",
+    "sent_at",
+)
+
+
 def ingest(conn: Connection, workspace_id: int, batch: Batch, secret: str) -> IngestResult:
-    messages = list(batch.messages)
-    suppressed_ids = _suppressed(conn, workspace_id, messages, secret)
-    kept: list[AnyMessage] = []
-    for message in messages:
-        user_id, anonymous_id = as_id(message.user_id), as_id(message.anonymous_id)
+    calls = [(m, as_id(m.user_id), as_id(m.anonymous_id)) for m in batch.messages]
+    suppressed_ids = _suppressed(conn, workspace_id, calls, secret)
+    kept: list[tuple[AnyMessage, str | None, str | None]] = []
+    for message, user_id, anonymous_id in calls:
         if isinstance(message, Identify) and user_id is not None:
             _lift(conn, workspace_id, secret, suppressed_ids, user_id, anonymous_id)
         elif (USER, user_id) in suppressed_ids or (
             user_id is None and (ANONYMOUS, anonymous_id) in suppressed_ids
         ):
             continue
-        kept.append(message)
+        kept.append((message, user_id, anonymous_id))
 
-    contact_of: dict[int, int] = {}  # index in kept → contact id
-    changes: list[ProfileChange] = []
-    for index, message in enumerate(kept):
+    now = batch.received_at
+    settled: dict[int, int] = {}  # index in kept → contact id, for identity calls
+    for index, (message, user_id, anonymous_id) in enumerate(kept):
         if isinstance(message, Alias):
-            contact_of[index] = alias_user(
-                conn,
-                workspace_id,
-                str(as_id(message.user_id)),
-                str(as_id(message.previous_id)),
-                batch.received_at,
-            )
-        elif isinstance(message, Identify):
-            user_id, anonymous_id = as_id(message.user_id), as_id(message.anonymous_id)
-            if user_id is not None and anonymous_id is not None:
-                contact_of[index] = link_anonymous_id(
-                    conn, workspace_id, user_id, anonymous_id, batch.received_at
-                )
+            previous_id = str(as_id(message.previous_id))
+            settled[index] = alias_user(conn, workspace_id, str(user_id), previous_id, now)
+        elif isinstance(message, Identify) and user_id is not None and anonymous_id is not None:
+            settled[index] = link_anonymous_id(conn, workspace_id, user_id, anonymous_id, now)
 
-    user_ids = {
-        uid for i, m in enumerate(kept) if i not in contact_of and (uid := as_id(m.user_id))
-    }
-    anonymous_ids = {
-        aid
-        for i, m in enumerate(kept)
-        if i not in contact_of and as_id(m.user_id) is None and (aid := as_id(m.anonymous_id))
-    }
-    by_user = contacts_for_user_ids(conn, workspace_id, user_ids, batch.received_at)
-    by_anonymous = contacts_for_anonymous_ids(conn, workspace_id, anonymous_ids, batch.received_at)
+    user_ids: set[str] = set()
+    anonymous_ids: set[str] = set()
+    for index, (_, user_id, anonymous_id) in enumerate(kept):
+        if index in settled:
+            continue
+        if user_id is not None:
+            user_ids.add(user_id)
+        elif anonymous_id is not None:
+            anonymous_ids.add(anonymous_id)
+    by_user = contacts_for_user_ids(conn, workspace_id, user_ids, now)
+    by_anonymous = contacts_for_anonymous_ids(conn, workspace_id, anonymous_ids, now)
 
-    rows: list[dict[str, Any]] = []
-    for index, message in enumerate(kept):
-        contact_id = contact_of.get(index)
+    time = driver_time(conn)
+    received_at, batch_sent_at = time(now), time(batch.sent_at)
+    changes: list[ProfileChange] = []
+    rows: list[tuple[Any, ...]] = []
+    for index, (message, user_id, anonymous_id) in enumerate(kept):
+        contact_id = settled.get(index)
         if contact_id is None:
-            user_id = as_id(message.user_id)
             contact_id = (
-                by_user[user_id]
-                if user_id is not None
-                else by_anonymous[str(as_id(message.anonymous_id))]
+                by_user[user_id] if user_id is not None else by_anonymous[str(anonymous_id)]
             )
         if isinstance(message, Identify) and message.traits:
             fields, _ = read_profile_fields(message.traits)
             changes.append(ProfileChange(contact_id, message.traits, fields))
-        rows.append(_event_row(workspace_id, contact_id, message, batch))
+        name, properties, traits = _payload(message)
+        context = message.context
+        if batch.context:
+            context = {**batch.context, **(context or {})}
+        rows.append(
+            (
+                workspace_id,
+                contact_id,
+                message_id_or_new(message),
+                message.kind,
+                name,
+                user_id,
+                anonymous_id,
+                driver_json(properties),
+                driver_json(traits),
+                driver_json(context),
+                time(occurred_at(message, now, batch.sent_at)),
+                received_at,
+                time(message.sent_at) if message.sent_at else batch_sent_at,
+            )
+        )
 
-    apply_profile_changes(conn, workspace_id, changes, batch.received_at)
-    insert_ignoring_conflicts(conn, events, rows, on=("workspace_id", "message_id"))
-    return IngestResult(accepted=len(messages), suppressed=len(messages) - len(kept))
+    apply_profile_changes(conn, workspace_id, changes, now)
+    insert_rows_fast(conn, events, EVENT_COLUMNS, rows, on=("workspace_id", "message_id"))
+    return IngestResult(accepted=len(calls), suppressed=len(calls) - len(kept))
 
 
-def _event_row(
-    workspace_id: int, contact_id: int, message: AnyMessage, batch: Batch
-) -> dict[str, Any]:
-    name: str | None = None
-    properties: dict[str, Any] | None = None
-    traits: dict[str, Any] | None = None
+def _payload(
+    message: AnyMessage,
+) -> tuple[str | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """The (name, properties, traits) columns of a call."""
     if isinstance(message, Track):
-        name, properties = message.event.strip(), message.properties or {}
-    elif isinstance(message, Page | Screen):
-        name, properties = message.name, message.properties or {}
-    elif isinstance(message, Identify):
-        traits = message.traits or {}
-    elif isinstance(message, Group):
-        properties, traits = {"groupId": str(as_id(message.group_id))}, message.traits or {}
-    elif isinstance(message, Alias):
-        properties = {"previousId": str(as_id(message.previous_id))}
-    context = message.context
-    if batch.context:
-        context = {**batch.context, **(context or {})}
-    return {
-        "workspace_id": workspace_id,
-        "contact_id": contact_id,
-        "message_id": message_id_or_new(message),
-        "type": message.kind,
-        "name": name,
-        "user_id": as_id(message.user_id),
-        "anonymous_id": as_id(message.anonymous_id),
-        "properties": properties,
-        "traits": traits,
-        "context": context,
-        "timestamp": occurred_at(message, batch.received_at, batch.sent_at),
-        "received_at": batch.received_at,
-        "sent_at": message.sent_at or batch.sent_at,
-    }
+        return message.event.strip(), message.properties or {}, None
+    if isinstance(message, Page | Screen):
+        return message.name, message.properties or {}, None
+    if isinstance(message, Identify):
+        return None, None, message.traits or {}
+    if isinstance(message, Group):
+        return None, {"groupId": str(as_id(message.group_id))}, message.traits or {}
+    return None, {"previousId": str(as_id(message.previous_id))}, None
 
 
 def _suppressed(
-    conn: Connection, workspace_id: int, messages: list[AnyMessage], secret: str
+    conn: Connection,
+    workspace_id: int,
+    calls: list[tuple[AnyMessage, str | None, str | None]],
+    secret: str,
 ) -> set[tuple[str, str | None]]:
     """The (kind, id) pairs of this batch that belong to erased people."""
     any_suppression = conn.execute(
@@ -170,11 +180,8 @@ def _suppressed(
     if not any_suppression:
         return set()
     candidates: dict[str, tuple[str, str]] = {}
-    for message in messages:
-        for kind, value in (
-            (USER, as_id(message.user_id)),
-            (ANONYMOUS, as_id(message.anonymous_id)),
-        ):
+    for _, user_id, anonymous_id in calls:
+        for kind, value in ((USER, user_id), (ANONYMOUS, anonymous_id)):
             if value is not None:
                 candidates[identity_hash(secret, workspace_id, kind, value)] = (kind, value)
     hits = conn.execute(

@@ -32,7 +32,8 @@ metadata = MetaData(
     }
 )
 
-Json = JSON().with_variant(JSONB(), "postgresql")
+# An absent document is SQL NULL, not the JSON text 'null'.
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 # SQLite only gives an INTEGER PRIMARY KEY the rowid's speed; PostgreSQL gets a bigint.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 Time = UtcDateTime()

@@ -50,7 +50,8 @@ def test_numeric_ids_are_read_as_strings() -> None:
         ({"userId": "u", "event": "  "}, "event", "must name the event"),
         ({"userId": "u", "event": "X", "properties": []}, "properties", "Expected `object"),
         ({"userId": "u", "event": "X", "timestamp": "yesterday"}, "timestamp", "datetime"),
-        ({"userId": "u" * 300, "event": "X"}, "userId", "longer than 255"),
+        ({"userId": "u" * 300, "event": "X"}, "userId", "length <= 255"),
+        ({"userId": "u", "event": "X" * 300}, "event", "length <= 255"),
     ],
 )
 def test_a_bad_call_names_the_field_and_the_reason(payload: dict, field: str, reason: str) -> None:

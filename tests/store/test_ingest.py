@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import func, select
 
@@ -83,6 +83,20 @@ def test_track_for_an_unknown_user_creates_a_bare_contact(database, clock, tenan
     assert bob["traits"] == {}
     assert bob["latestEvents"][0]["name"] == "Signed Up"
     assert bob["latestEvents"][0]["properties"] == {"via": "ad"}
+
+
+def test_absent_documents_are_sql_null(database, clock, tenant) -> None:
+    send(database, clock, tenant, Track(user_id="bob", event="Signed Up"))
+    assert count(database, events, events.c.traits.is_(None), events.c.context.is_(None)) == 1
+
+
+def test_times_round_trip_as_utc_instants(database, clock, tenant) -> None:
+    sent = datetime(2026, 11, 20, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    send(database, clock, tenant, Track(user_id="bob", event="X", timestamp=sent))
+    with database.read() as conn:
+        stored = conn.execute(select(events.c.timestamp, events.c.received_at)).one()
+    assert stored.timestamp == sent and stored.timestamp.tzinfo == UTC
+    assert stored.received_at == clock.now()
 
 
 def test_a_retried_message_id_is_stored_once(database, clock, tenant) -> None:
