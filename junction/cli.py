@@ -204,7 +204,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
 ) -> None:
-    """Run the API (and, in later versions, the engine and dashboard) in one process."""
+    """Run the API and the dispatcher in one process (the embedded set-up)."""
     import uvicorn
 
     from junction.api.app import create_app
@@ -217,7 +217,7 @@ def serve(
     migrate.upgrade(database)
     if demo:
         _print_demo_key(settings, database, host or settings.host, port or settings.port)
-    api = create_app(settings, database)
+    api = create_app(settings, database, run_dispatcher=True)
     uvicorn.run(
         api,
         host=host or settings.host,
@@ -225,6 +225,30 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+@app.command()
+def worker() -> None:
+    """Run only the dispatcher: claim due messages and send them (scale-out on PostgreSQL)."""
+    import asyncio
+    import signal
+
+    from junction.engine.dispatcher import Dispatcher
+    from junction.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings)
+    database = _database(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        console.print("dispatcher running; Ctrl-C to stop")
+        await Dispatcher(database, SystemClock()).run(stop)
+
+    asyncio.run(main())
 
 
 def _print_demo_key(settings: Settings, database: Database, host: str, port: int) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
 from junction import __version__
-from junction.api import contacts, ingest, problems
+from junction.api import contacts, ingest, messages, problems
 from junction.api.deps import Services
 from junction.api.responses import JSONAnswer
 from junction.clock import Clock, SystemClock
@@ -17,9 +20,34 @@ from junction.store.database import Database
 
 
 def create_app(
-    settings: Settings, database: Database | None = None, clock: Clock | None = None
+    settings: Settings,
+    database: Database | None = None,
+    clock: Clock | None = None,
+    *,
+    run_dispatcher: bool = False,
 ) -> FastAPI:
+    """The API; with ``run_dispatcher`` it also sends what it queues, in the same process
+    (the embedded set-up). Scale-out runs the dispatcher in ``junction worker`` instead."""
+    database = database or Database(settings.database_url)
+    clock = clock or SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not run_dispatcher:
+            yield
+            return
+        from junction.engine.dispatcher import Dispatcher
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(Dispatcher(database, clock).run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Junction",
         version=__version__,
         description="Cross-channel customer messaging. Every /v1 route needs a workspace API "
@@ -28,13 +56,14 @@ def create_app(
     )
     app.state.services = Services(
         settings=settings,
-        database=database or Database(settings.database_url),
-        clock=clock or SystemClock(),
+        database=database,
+        clock=clock,
         secret=settings.resolved_secret_key(),
     )
     problems.install(app)
     app.include_router(ingest.router)
     app.include_router(contacts.router)
+    app.include_router(messages.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:

@@ -7,13 +7,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from starlette.concurrency import run_in_threadpool
 
 from junction.api.deps import Services, ServicesDep, WorkspaceDep
 from junction.api.responses import JSONAnswer
 from junction.domain.addresses import AddressKind, check_web_push_subscription
 from junction.errors import FieldError, InvalidInput
 from junction.store import contacts as store
+from junction.threads import in_thread
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
 
@@ -86,13 +86,13 @@ def _write(svc: Services, fn: Any, *args: Any) -> Any:
 @router.get("/{user_id}", response_class=JSONAnswer)
 async def get_contact(user_id: str, svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAnswer:
     """The contact's traits, addresses (with their status) and latest events."""
-    return JSONAnswer(await run_in_threadpool(_read, svc, store.get_contact, workspace_id, user_id))
+    return JSONAnswer(await in_thread(_read, svc, store.get_contact, workspace_id, user_id))
 
 
 @router.get("/{user_id}/export", response_class=JSONAnswer)
 async def export_contact(user_id: str, svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAnswer:
     """Everything stored about the contact, as one JSON document."""
-    data = await run_in_threadpool(_read, svc, store.export_contact, workspace_id, user_id)
+    data = await in_thread(_read, svc, store.export_contact, workspace_id, user_id)
     filename = f"contact-{workspace_id}-{abs(hash(user_id))}.json"
     return JSONAnswer(data, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
@@ -101,7 +101,7 @@ async def export_contact(user_id: str, svc: ServicesDep, workspace_id: Workspace
 async def erase_contact(user_id: str, svc: ServicesDep, workspace_id: WorkspaceDep) -> Response:
     """Erase the contact (GDPR art. 17): every row naming them goes; only keyed hashes of
     their ids stay, so a late event does not bring them back. Identifying them again does."""
-    await run_in_threadpool(
+    await in_thread(
         _write, svc, store.erase_contact, workspace_id, user_id, svc.clock.now(), svc.secret
     )
     return Response(status_code=204)
@@ -114,7 +114,7 @@ async def register_device(
     """Register a push token or a web-push subscription for the contact (created if new).
     A device registered for another user moves to this one."""
     kind, value, details = _device_address(device)
-    address = await run_in_threadpool(
+    address = await in_thread(
         _write,
         svc,
         store.register_device,
@@ -132,5 +132,5 @@ async def register_device(
 async def remove_device(
     user_id: str, device_id: int, svc: ServicesDep, workspace_id: WorkspaceDep
 ) -> Response:
-    await run_in_threadpool(_write, svc, store.remove_device, workspace_id, user_id, device_id)
+    await in_thread(_write, svc, store.remove_device, workspace_id, user_id, device_id)
     return Response(status_code=204)

@@ -14,13 +14,13 @@ import zlib
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 
 from junction.api.deps import Services, ServicesDep, WorkspaceDep
 from junction.api.responses import JSONAnswer
 from junction.domain import tracking
 from junction.errors import FieldError, MalformedBody, PayloadTooLarge
 from junction.store.ingest import Batch, IngestResult, ingest
+from junction.threads import in_thread
 
 router = APIRouter(prefix="/v1", tags=["tracking"])
 
@@ -82,9 +82,7 @@ async def batch(request: Request, svc: ServicesDep, workspace_id: WorkspaceDep) 
     decoded, sent_at, context = tracking.decode_batch(body)
     result = IngestResult(0, 0)
     if decoded.messages:
-        result = await run_in_threadpool(
-            _store, svc, workspace_id, decoded.messages, sent_at, context
-        )
+        result = await in_thread(_store, svc, workspace_id, decoded.messages, sent_at, context)
     rejected = [tracking.rejected_as_dict(item) for item in decoded.rejected]
     answer: dict[str, Any] = {
         "success": not rejected,
@@ -111,7 +109,7 @@ def _single(kind: str) -> Any:
     ) -> JSONAnswer:
         body = await read_body(request, tracking.MAX_CALL_BYTES)
         message = tracking.decode_message(body, kind)
-        result = await run_in_threadpool(_store, svc, workspace_id, [message], None, None)
+        result = await in_thread(_store, svc, workspace_id, [message], None, None)
         return JSONAnswer({"success": True, "suppressed": result.suppressed})
 
     endpoint.__name__ = kind

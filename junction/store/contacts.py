@@ -12,7 +12,15 @@ from junction.errors import NotFound
 from junction.keys import identity_hash
 from junction.store.identity import ANONYMOUS, USER, contacts_for_user_ids, find_contact_id
 from junction.store.sql import insert_ignoring_conflicts
-from junction.store.tables import addresses, contact_aliases, contacts, events, suppressions
+from junction.store.tables import (
+    addresses,
+    contact_aliases,
+    contacts,
+    events,
+    message_attempts,
+    messages,
+    suppressions,
+)
 
 LATEST_EVENTS = 20
 
@@ -133,8 +141,11 @@ def erase_contact(
         ],
         on=("workspace_id", "identity_hash"),
     )
-    # Children first: the same on both databases whatever their cascade settings.
-    for table in (events, addresses, contact_aliases):
+    # Children first: the same on both databases whatever their cascade settings. Messages
+    # go too: their address and content name the person.
+    sent = select(messages.c.id).where(messages.c.contact_id == contact_id)
+    conn.execute(delete(message_attempts).where(message_attempts.c.message_id.in_(sent)))
+    for table in (messages, events, addresses, contact_aliases):
         conn.execute(delete(table).where(table.c.contact_id == contact_id))
     conn.execute(delete(contacts).where(contacts.c.id == contact_id))
 

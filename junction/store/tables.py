@@ -139,3 +139,77 @@ suppressions = Table(
     Column("created_at", Time, nullable=False),
     UniqueConstraint("workspace_id", "identity_hash"),
 )
+
+# The outbox and the record of every message, in one row: a send intent is committed in the
+# same transaction as whatever caused it; the dispatcher claims due rows, sends, and records
+# the outcome on the row.
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="SET NULL")),
+    # Deterministic, unique per workspace: the same intent can never become two messages.
+    Column("idempotency_key", String(255), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("to_address", String(2048), nullable=False),
+    Column("category", String(64), nullable=False),  # "transactional" or a topic key
+    Column("content", Json, nullable=False),
+    # queued → sending → sent → delivered; or retrying, failed, bounced, dead (retries spent)
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("due_at", Time, nullable=False),  # when the next attempt may start
+    Column("lease_until", Time),  # a claimed row belongs to its worker until then
+    Column("provider_message_id", String(255)),
+    Column("last_error", String(1000)),
+    Column("details", Json),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    UniqueConstraint("workspace_id", "idempotency_key"),
+    Index(None, "status", "due_at"),
+    Index(None, "contact_id", "created_at"),
+    Index(None, "provider", "provider_message_id"),
+)
+
+message_attempts = Table(
+    "message_attempts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("message_id", Id, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("started_at", Time, nullable=False),
+    Column("finished_at", Time, nullable=False),
+    Column("outcome", String(16), nullable=False),  # sent, retry, failed, invalid
+    Column("error", String(1000)),
+    Column("retry_after", Time),
+    Index(None, "message_id"),
+)
+
+# Stripe-style Idempotency-Key for API calls: the first answer is replayed for the same body.
+api_requests = Table(
+    "api_requests",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", Json, nullable=False),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("workspace_id", "idempotency_key"),
+)
+
+# Which provider carries each channel of a workspace, with its validated configuration.
+provider_configs = Table(
+    "provider_configs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("config", Json, nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    UniqueConstraint("workspace_id", "channel"),
+)

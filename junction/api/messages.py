@@ -1,0 +1,82 @@
+"""Transactional sends: POST /v1/messages, and each message's lifecycle."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from junction.api.deps import Services, ServicesDep, WorkspaceDep
+from junction.api.responses import JSONAnswer
+from junction.domain.sending import SENDABLE_CHANNELS
+from junction.store import sends
+from junction.threads import in_thread
+
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+
+class Recipient(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    user_id: str | None = Field(default=None, alias="userId", min_length=1, max_length=255)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=64)
+    url: str | None = Field(default=None, max_length=2048, description="for the webhook channel")
+
+
+class NewMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: Recipient
+    channel: Literal[SENDABLE_CHANNELS]  # type: ignore[valid-type]
+    content: dict[str, Any]
+    category: str = Field(default="transactional", description="'transactional' or a topic key")
+
+
+def _accept(
+    svc: Services, workspace_id: int, request: sends.SendRequest, key: str | None
+) -> sends.Answer:
+    with svc.database.write() as conn:
+        return sends.accept(conn, workspace_id, request, svc.clock.now(), key)
+
+
+def _read(svc: Services, fn: Any, *args: Any) -> Any:
+    with svc.database.read() as conn:
+        return fn(conn, *args)
+
+
+@router.post("", status_code=202, response_class=JSONAnswer)
+async def send_message(
+    message: NewMessage,
+    svc: ServicesDep,
+    workspace_id: WorkspaceDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JSONAnswer:
+    """Queue one message. With an `Idempotency-Key` header, a retry with the same body gets
+    the first answer again (and sends nothing more); the same key with another body is a 422."""
+    request = sends.SendRequest(
+        channel=message.channel,
+        to=message.to.model_dump(by_alias=True, exclude_none=True),
+        content=message.content,
+        category=message.category,
+    )
+    answer = await in_thread(_accept, svc, workspace_id, request, idempotency_key)
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    return JSONAnswer(answer.body, status_code=answer.status_code, headers=headers)
+
+
+@router.get("/{message_id}", response_class=JSONAnswer)
+async def get_message(message_id: int, svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAnswer:
+    """The message, its status, and every attempt."""
+    return JSONAnswer(await in_thread(_read, svc, sends.get_message, workspace_id, message_id))
+
+
+@router.get("", response_class=JSONAnswer)
+async def list_messages(
+    svc: ServicesDep,
+    workspace_id: WorkspaceDep,
+    user_id: Annotated[str, Query(min_length=1)],
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JSONAnswer:
+    """A contact's messages, newest first."""
+    found = await in_thread(_read, svc, sends.list_messages, workspace_id, user_id, limit)
+    return JSONAnswer({"messages": found})

@@ -1,0 +1,45 @@
+"""Adapters by name. Provider modules are imported only when first used, so a deployment
+never loads (or needs the dependencies of) a provider it does not use."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from junction.channels.base import Adapter, ProviderConfig
+from junction.errors import FieldError, InvalidInput
+
+# name → "module:Class". Adding a provider adds one line here and one module.
+PROVIDERS: Mapping[str, str] = {
+    "capture": "junction.channels.capture:CaptureAdapter",
+}
+
+
+def adapter_class(name: str) -> type[Adapter]:
+    try:
+        module_name, _, class_name = PROVIDERS[name].partition(":")
+    except KeyError:
+        known = ", ".join(sorted(PROVIDERS))
+        raise InvalidInput(
+            FieldError("provider", f"unknown provider {name!r}; known: {known}")
+        ) from None
+    cls: type[Adapter] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def build(name: str, config: Mapping[str, Any] | None = None) -> Adapter:
+    """An adapter with its configuration validated by its own schema."""
+    cls = adapter_class(name)
+    try:
+        parsed: ProviderConfig = cls.Config.model_validate(config or {})
+    except ValidationError as error:
+        raise InvalidInput(
+            [
+                FieldError("config." + ".".join(str(p) for p in item["loc"]), item["msg"])
+                for item in error.errors()
+            ]
+        ) from None
+    return cls(parsed)  # type: ignore[call-arg]

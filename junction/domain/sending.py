@@ -1,0 +1,80 @@
+"""What a send request must hold, per channel: checked before anything is stored.
+
+Rules kept here:
+- a channel reaches a person through one kind of address: email through an email address,
+  SMS and voice through a phone number, in-app messages and content cards through the contact
+  itself, a webhook through the URL given with the request;
+- content is literal (templates come later) and must fit its channel: an email needs a
+  subject and a text or HTML body; an SMS at most 1,600 characters (10 segments, Twilio's
+  limit); a voice call some text to say; a webhook a JSON object;
+- the category is ``transactional`` (exempt from marketing opt-outs and caps) or a topic key.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from junction.domain.addresses import AddressKind
+from junction.errors import FieldError
+
+CHANNEL_ADDRESS: dict[str, AddressKind | None] = {
+    "email": AddressKind.EMAIL,
+    "sms": AddressKind.PHONE,
+    "voice": AddressKind.PHONE,
+    "in_app": None,
+    "content_card": None,
+    "webhook": None,
+}
+SENDABLE_CHANNELS = tuple(CHANNEL_ADDRESS)
+MAX_SMS_CHARACTERS = 1600
+MAX_VOICE_CHARACTERS = 4096
+MAX_SUBJECT = 998  # RFC 5322 line limit
+_CATEGORY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def _text(content: dict[str, Any], name: str, limit: int, errors: list[FieldError]) -> str | None:
+    value = content.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        errors.append(FieldError(f"content.{name}", "must be a string"))
+        return None
+    if len(value) > limit:
+        errors.append(
+            FieldError(f"content.{name}", f"is {len(value)} characters; the limit is {limit}")
+        )
+    return value
+
+
+def check_content(channel: str, content: dict[str, Any]) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if channel == "email":
+        subject = _text(content, "subject", MAX_SUBJECT, errors)
+        if not subject:
+            errors.append(FieldError("content.subject", "an email needs a subject"))
+        elif "\r" in subject or "\n" in subject:
+            errors.append(FieldError("content.subject", "must be one line"))
+        text = _text(content, "text", 10_000_000, errors)
+        html = _text(content, "html", 10_000_000, errors)
+        if not text and not html:
+            errors.append(FieldError("content.text", "an email needs a text or an html body"))
+    elif channel == "sms":
+        if not _text(content, "text", MAX_SMS_CHARACTERS, errors):
+            errors.append(FieldError("content.text", "an SMS needs its text"))
+    elif channel == "voice":
+        if not _text(content, "text", MAX_VOICE_CHARACTERS, errors):
+            errors.append(FieldError("content.text", "a call needs the text to say"))
+    elif channel in ("in_app", "content_card"):
+        _text(content, "title", 200, errors)
+        if not _text(content, "body", 5000, errors):
+            errors.append(FieldError("content.body", f"an {channel} message needs a body"))
+    elif channel == "webhook" and not isinstance(content.get("data"), dict):
+        errors.append(FieldError("content.data", "a webhook sends a JSON object in data"))
+    return errors
+
+
+def check_category(category: str) -> list[FieldError]:
+    if _CATEGORY.match(category):
+        return []
+    return [FieldError("category", "use 'transactional' or a topic key such as 'product-news'")]

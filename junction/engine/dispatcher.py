@@ -1,0 +1,220 @@
+"""The dispatcher: claims due messages in batches, sends them with many in flight, and
+records every outcome.
+
+Rules kept here:
+- a claim, the sends of its batch, and the record of their outcomes are three steps; the
+  claim and the record are transactions, the sends happen between them, outside any
+  transaction;
+- a passing failure (``RetryLater``, a timeout, an unexpected error) is retried with the
+  backoff of ``junction.domain.retry``, never sooner than the provider's Retry-After; after
+  the last attempt the message is ``dead`` and can be replayed;
+- ``PermanentFailure`` and ``AddressInvalid`` are not retried; the latter also marks the
+  address (invalid, bounced or unsubscribed), so later sends skip it;
+- every outcome is also an event on the contact (``message.sent``, ``message.failed``…).
+
+A worker killed mid-batch leaves its claimed rows ``sending``; once their lease runs out
+another worker claims them again. Those it had already handed to the provider go again
+with the same idempotency key (the provider, or for email the Message-ID, deduplicates
+where it can): delivery is at-least-once for that narrow window, exactly-once otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from junction.channels import registry
+from junction.channels.base import (
+    Adapter,
+    AddressInvalid,
+    Channel,
+    OutboundMessage,
+    PermanentFailure,
+    RetryLater,
+)
+from junction.clock import Clock
+from junction.domain.retry import RetryPolicy
+from junction.store import outbox
+from junction.store.database import Database
+from junction.store.lifecycle import Change, record_changes
+from junction.store.providers import config_of, mark_address
+from junction.threads import in_thread
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    batch_size: int = 200
+    concurrency: int = 100  # sends in flight at once
+    lease: timedelta = timedelta(seconds=60)
+    idle_wait: float = 0.25  # seconds between polls when nothing is due
+    send_timeout: float = 30.0
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    claimed: outbox.Claimed
+    outcome: outbox.Outcome
+    invalid_status: str | None = None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        settings: DispatcherSettings | None = None,
+        draw: Callable[[], float] = random.random,
+        adapters: Mapping[str, Adapter] | None = None,
+    ) -> None:
+        self.database = database
+        self.clock = clock
+        self.settings = settings or DispatcherSettings()
+        self._draw = draw
+        self._given = dict(adapters or {})  # tests and the demo may hand adapters in
+        self._built: dict[tuple[int, str], Adapter] = {}
+        self._in_flight = asyncio.Semaphore(self.settings.concurrency)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until ``stop`` is set."""
+        while not stop.is_set():
+            handled = await self.run_once()
+            if handled == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.settings.idle_wait)
+        await self.aclose()
+
+    async def run_once(self) -> int:
+        """Claim one batch, send it, record it; returns how many messages it handled."""
+        claimed = await in_thread(self._claim)
+        if not claimed:
+            return 0
+        results = await asyncio.gather(*(self._send(message) for message in claimed))
+        await in_thread(self._record, results)
+        return len(claimed)
+
+    async def drain(self) -> int:
+        """Run until nothing is due now (tests, the CLI's one-shot mode)."""
+        total = 0
+        while handled := await self.run_once():
+            total += handled
+        return total
+
+    async def aclose(self) -> None:
+        for adapter in self._built.values():
+            await adapter.aclose()
+        self._built.clear()
+
+    def _claim(self) -> list[outbox.Claimed]:
+        with self.database.write() as conn:
+            return outbox.claim(
+                conn, self.clock.now(), self.settings.batch_size, self.settings.lease
+            )
+
+    def _adapter(self, workspace_id: int, provider: str) -> Adapter:
+        if provider in self._given:
+            return self._given[provider]
+        key = (workspace_id, provider)
+        if key not in self._built:
+            with self.database.read() as conn:
+                config = config_of(conn, workspace_id, provider)
+            self._built[key] = registry.build(provider, config)
+        return self._built[key]
+
+    async def _send(self, claimed: outbox.Claimed) -> _Sent:
+        async with self._in_flight:
+            started = self.clock.now()
+            outcome: dict[str, Any] = {}
+            invalid_status = None
+            try:
+                adapter = await in_thread(self._adapter, claimed.workspace_id, claimed.provider)
+                message = OutboundMessage(
+                    id=claimed.id,
+                    idempotency_key=claimed.idempotency_key,
+                    workspace_id=claimed.workspace_id,
+                    channel=Channel(claimed.channel),
+                    to=claimed.to_address,
+                    content=claimed.content,
+                    transactional=claimed.category == "transactional",
+                )
+                result = await asyncio.wait_for(
+                    adapter.send(message), timeout=self.settings.send_timeout
+                )
+                outcome = {
+                    "status": outbox.SENT,
+                    "provider_message_id": result.provider_message_id,
+                    "details": dict(result.details) or None,
+                }
+            except AddressInvalid as error:
+                outcome = {"status": outbox.FAILED, "error": error.reason}
+                invalid_status = error.status
+            except PermanentFailure as error:
+                outcome = {"status": outbox.FAILED, "error": error.reason}
+            except RetryLater as error:
+                outcome = self._retry(claimed, error.reason, error.retry_after)
+            except TimeoutError:
+                outcome = self._retry(claimed, "the provider did not answer in time", None)
+            except Exception as error:  # a bug or an unmapped error: retry, and say so
+                log.exception("send failed unexpectedly", message_id=claimed.id)
+                outcome = self._retry(claimed, f"{type(error).__name__}: {error}", None)
+            finished = self.clock.now()
+            return _Sent(
+                claimed,
+                outbox.Outcome(
+                    message_id=claimed.id,
+                    attempt=claimed.attempts,
+                    started_at=started,
+                    finished_at=finished,
+                    **outcome,
+                ),
+                invalid_status,
+            )
+
+    def _retry(
+        self, claimed: outbox.Claimed, reason: str, retry_after: float | None
+    ) -> dict[str, Any]:
+        due = self.settings.policy.next_attempt(
+            claimed.attempts, self.clock.now(), self._draw(), retry_after
+        )
+        if due is None:
+            return {
+                "status": outbox.DEAD,
+                "error": f"gave up after {claimed.attempts} attempts: {reason}",
+            }
+        return {"status": outbox.RETRYING, "error": reason, "due_at": due}
+
+    def _record(self, results: list[_Sent]) -> None:
+        now = self.clock.now()
+        with self.database.write() as conn:
+            outbox.record(conn, [r.outcome for r in results], now)
+            for r in results:
+                if r.invalid_status is not None and r.claimed.contact_id is not None:
+                    mark_address(
+                        conn, r.claimed.contact_id, r.claimed.to_address, r.invalid_status, now
+                    )
+            record_changes(
+                conn,
+                [
+                    Change(
+                        r.claimed.workspace_id,
+                        r.claimed.contact_id,
+                        r.claimed.id,
+                        r.claimed.channel,
+                        r.outcome.status,
+                        r.outcome.finished_at,
+                        r.outcome.error,
+                    )
+                    for r in results
+                    if r.outcome.status != outbox.RETRYING
+                ],
+                now,
+            )

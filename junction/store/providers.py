@@ -1,0 +1,41 @@
+"""Which provider carries each channel of a workspace, and what sends learn about addresses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from junction.store.tables import addresses, provider_configs
+
+DEFAULT_PROVIDER = "capture"
+
+
+def provider_for(conn: Connection, workspace_id: int, channel: str) -> str:
+    """The provider configured for a channel, or the capture provider when none is."""
+    found = conn.execute(
+        select(provider_configs.c.provider).where(
+            provider_configs.c.workspace_id == workspace_id, provider_configs.c.channel == channel
+        )
+    ).scalar_one_or_none()
+    return found or DEFAULT_PROVIDER
+
+
+def config_of(conn: Connection, workspace_id: int, provider: str) -> dict[str, Any]:
+    found = conn.execute(
+        select(provider_configs.c.config).where(
+            provider_configs.c.workspace_id == workspace_id,
+            provider_configs.c.provider == provider,
+        )
+    ).first()
+    return dict(found.config) if found else {}
+
+
+def mark_address(conn: Connection, contact_id: int, value: str, status: str, now: datetime) -> None:
+    """Record what a provider said of an address (invalid, bounced, unsubscribed)."""
+    conn.execute(
+        update(addresses)
+        .where(addresses.c.contact_id == contact_id, addresses.c.value == value)
+        .values(status=status, updated_at=now)
+    )

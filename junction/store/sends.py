@@ -1,0 +1,224 @@
+"""Accepting a send request: resolve the recipient, check the content, enqueue — with
+Stripe's Idempotency-Key semantics (the same key and body replay the first answer; the same
+key with another body is refused)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select
+
+from junction.domain.addresses import InvalidAddress, normalize_email, normalize_phone
+from junction.domain.sending import CHANNEL_ADDRESS, check_category, check_content
+from junction.errors import FieldError, InvalidInput, NotFound
+from junction.store import outbox
+from junction.store.identity import find_contact_id
+from junction.store.providers import provider_for
+from junction.store.sql import insert_ignoring_conflicts
+from junction.store.tables import addresses, api_requests, message_attempts, messages
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    channel: str
+    to: dict[str, str]
+    content: dict[str, Any]
+    category: str = "transactional"
+
+    def fingerprint(self) -> str:
+        body = {
+            "channel": self.channel,
+            "to": self.to,
+            "content": self.content,
+            "category": self.category,
+        }
+        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+def _recipient(conn: Connection, workspace_id: int, request: SendRequest) -> tuple[int | None, str]:
+    """(contact id, address) for the request's channel."""
+    to, channel = request.to, request.channel
+    if channel == "webhook":
+        url = to.get("url", "")
+        if not url.startswith(("https://", "http://")):
+            raise InvalidInput(FieldError("to.url", "a webhook needs the http(s) URL to call"))
+        return None, url
+    if "userId" in to:
+        contact_id = find_contact_id(conn, workspace_id, to["userId"])
+        if contact_id is None:
+            raise InvalidInput(
+                FieldError("to.userId", f"no contact {to['userId']!r} in this workspace")
+            )
+        kind = CHANNEL_ADDRESS[channel]
+        if kind is None:  # in-app and content cards are pulled by the contact's app
+            return contact_id, to["userId"]
+        address = conn.execute(
+            select(addresses.c.value)
+            .where(
+                addresses.c.contact_id == contact_id,
+                addresses.c.kind == kind,
+                addresses.c.status == "active",
+            )
+            .order_by(addresses.c.updated_at.desc(), addresses.c.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if address is None:
+            raise InvalidInput(
+                FieldError("to.userId", f"contact {to['userId']!r} has no active {kind} address")
+            )
+        return contact_id, address
+    try:
+        if channel == "email" and "email" in to:
+            return None, normalize_email(to["email"])
+        if channel in ("sms", "voice") and "phone" in to:
+            return None, normalize_phone(to["phone"]).e164
+    except InvalidAddress as error:
+        field = "to.email" if channel == "email" else "to.phone"
+        raise InvalidInput(FieldError(field, str(error))) from None
+    wanted = {"email": "userId or email", "sms": "userId or phone", "voice": "userId or phone"}
+    raise InvalidInput(
+        FieldError("to", f"a {channel} message needs {wanted.get(channel, 'userId')}")
+    )
+
+
+def accept(
+    conn: Connection,
+    workspace_id: int,
+    request: SendRequest,
+    now: datetime,
+    idempotency_key: str | None = None,
+) -> Answer:
+    fingerprint = request.fingerprint()
+    if idempotency_key is not None:
+        earlier = conn.execute(
+            select(api_requests).where(
+                api_requests.c.workspace_id == workspace_id,
+                api_requests.c.idempotency_key == idempotency_key,
+            )
+        ).first()
+        if earlier is not None:
+            if earlier.request_hash != fingerprint:
+                raise InvalidInput(
+                    FieldError(
+                        "Idempotency-Key",
+                        "was already used with a different body; use a new key for a new message",
+                    )
+                )
+            return Answer(earlier.status_code, dict(earlier.response), replayed=True)
+
+    errors = check_content(request.channel, request.content) + check_category(request.category)
+    if errors:
+        raise InvalidInput(errors)
+    contact_id, address = _recipient(conn, workspace_id, request)
+    key = f"api:{idempotency_key}" if idempotency_key else f"api:{uuid.uuid4()}"
+    ids = outbox.enqueue(
+        conn,
+        [
+            outbox.Intent(
+                workspace_id=workspace_id,
+                idempotency_key=key,
+                channel=request.channel,
+                provider=provider_for(conn, workspace_id, request.channel),
+                to_address=address,
+                content=request.content,
+                contact_id=contact_id,
+                category=request.category,
+            )
+        ],
+        now,
+    )
+    answer = Answer(202, {"id": ids[key], "status": outbox.QUEUED})
+    if idempotency_key is not None:
+        insert_ignoring_conflicts(
+            conn,
+            api_requests,
+            [
+                {
+                    "workspace_id": workspace_id,
+                    "idempotency_key": idempotency_key,
+                    "request_hash": fingerprint,
+                    "status_code": answer.status_code,
+                    "response": answer.body,
+                    "created_at": now,
+                }
+            ],
+            on=("workspace_id", "idempotency_key"),
+        )
+    return answer
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "channel": row.channel,
+        "provider": row.provider,
+        "to": row.to_address,
+        "category": row.category,
+        "content": row.content,
+        "status": row.status,
+        "attempts": row.attempts,
+        "providerMessageId": row.provider_message_id,
+        "lastError": row.last_error,
+        "details": row.details,
+        "dueAt": _iso(row.due_at),
+        "createdAt": _iso(row.created_at),
+        "updatedAt": _iso(row.updated_at),
+    }
+
+
+def get_message(conn: Connection, workspace_id: int, message_id: int) -> dict[str, Any]:
+    row = conn.execute(
+        select(messages).where(messages.c.id == message_id, messages.c.workspace_id == workspace_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"no message {message_id} in this workspace")
+    history = conn.execute(
+        select(message_attempts)
+        .where(message_attempts.c.message_id == message_id)
+        .order_by(message_attempts.c.number)
+    )
+    return {
+        **_view(row),
+        "history": [
+            {
+                "attempt": a.number,
+                "outcome": a.outcome,
+                "error": a.error,
+                "startedAt": _iso(a.started_at),
+                "finishedAt": _iso(a.finished_at),
+                "retryAt": _iso(a.retry_after),
+            }
+            for a in history
+        ],
+    }
+
+
+def list_messages(
+    conn: Connection, workspace_id: int, user_id: str, limit: int = 50
+) -> list[dict[str, Any]]:
+    contact_id = find_contact_id(conn, workspace_id, user_id)
+    if contact_id is None:
+        raise NotFound(f"no contact with userId {user_id!r} in this workspace")
+    rows = conn.execute(
+        select(messages)
+        .where(messages.c.contact_id == contact_id)
+        .order_by(messages.c.created_at.desc(), messages.c.id.desc())
+        .limit(limit)
+    )
+    return [_view(row) for row in rows]

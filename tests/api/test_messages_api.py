@@ -1,0 +1,98 @@
+"""POST /v1/messages and the message lifecycle, over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from junction.engine.dispatcher import Dispatcher
+from junction.store.database import Database
+from junction.store.tables import api_requests, messages
+
+EMAIL = {"subject": "Your receipt", "text": "Thanks for your order."}
+
+
+def count(database: Database, table) -> int:  # type: ignore[no-untyped-def]
+    with database.read() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def test_a_message_is_queued_sent_and_its_lifecycle_shown(client, database, clock) -> None:
+    client.post("/v1/identify", json={"userId": "ada", "traits": {"email": "ada@x.io"}})
+    answer = client.post(
+        "/v1/messages", json={"to": {"userId": "ada"}, "channel": "email", "content": EMAIL}
+    )
+    assert answer.status_code == 202, answer.text
+    message_id = answer.json()["id"]
+    assert client.get(f"/v1/messages/{message_id}").json()["status"] == "queued"
+    assert asyncio.run(Dispatcher(database, clock).drain()) == 1
+    shown = client.get(f"/v1/messages/{message_id}").json()
+    assert (shown["status"], shown["provider"], shown["to"]) == ("sent", "capture", "ada@x.io")
+    assert [h["outcome"] for h in shown["history"]] == ["sent"]
+    listed = client.get("/v1/messages", params={"user_id": "ada"}).json()["messages"]
+    assert [m["id"] for m in listed] == [message_id]
+    events = client.get("/v1/contacts/ada").json()["latestEvents"]
+    assert "message.sent" in [e["name"] for e in events]
+
+
+def test_a_raw_address_needs_no_contact(client, database) -> None:
+    answer = client.post(
+        "/v1/messages",
+        json={"to": {"phone": "+33612345678"}, "channel": "sms", "content": {"text": "Code 1234"}},
+    )
+    assert answer.status_code == 202
+    assert client.get(f"/v1/messages/{answer.json()['id']}").json()["to"] == "+33612345678"
+
+
+def test_an_idempotency_key_replays_the_first_answer(client, database) -> None:
+    body = {"to": {"email": "ada@x.io"}, "channel": "email", "content": EMAIL}
+    first = client.post("/v1/messages", json=body, headers={"Idempotency-Key": "order-1001"})
+    again = client.post("/v1/messages", json=body, headers={"Idempotency-Key": "order-1001"})
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert count(database, messages) == 1
+    other = client.post(
+        "/v1/messages",
+        json={**body, "content": {**EMAIL, "text": "changed"}},
+        headers={"Idempotency-Key": "order-1001"},
+    )
+    assert other.status_code == 422
+    assert other.json()["error"]["errors"][0]["field"] == "Idempotency-Key"
+    assert count(database, messages) == 1 and count(database, api_requests) == 1
+
+
+def test_bad_requests_name_the_field_and_write_nothing(client, database) -> None:
+    client.post("/v1/identify", json={"userId": "bob", "traits": {"plan": "free"}})
+    cases = [
+        ({"to": {"userId": "ada"}, "channel": "fax", "content": {}}, "channel"),
+        ({"to": {"userId": "nobody"}, "channel": "email", "content": EMAIL}, "to.userId"),
+        ({"to": {"userId": "bob"}, "channel": "email", "content": EMAIL}, "to.userId"),
+        (
+            {"to": {"phone": "+33612345678"}, "channel": "sms", "content": {"text": "x" * 2000}},
+            "content.text",
+        ),
+        ({"to": {"email": "not-an-email"}, "channel": "email", "content": EMAIL}, "to.email"),
+        ({"to": {"email": "a@x.io"}, "channel": "sms", "content": {"text": "hi"}}, "to"),
+        ({"to": {"url": "ftp://x"}, "channel": "webhook", "content": {"data": {}}}, "to.url"),
+    ]
+    for body, field in cases:
+        answer = client.post("/v1/messages", json=body, headers={"Idempotency-Key": f"k-{field}"})
+        assert answer.status_code == 422, (body, answer.text)
+        assert answer.json()["error"]["errors"][0]["field"] == field, answer.text
+    assert count(database, messages) == 0 and count(database, api_requests) == 0
+
+
+def test_another_workspace_cannot_see_a_message(client: TestClient, database, clock) -> None:
+    from tests.conftest import make_tenant
+
+    answer = client.post(
+        "/v1/messages", json={"to": {"email": "a@x.io"}, "channel": "email", "content": EMAIL}
+    )
+    other = make_tenant(database, clock, "globex")
+    seen = client.get(
+        f"/v1/messages/{answer.json()['id']}", headers={"Authorization": f"Bearer {other.key}"}
+    )
+    assert seen.status_code == 404
