@@ -15,6 +15,10 @@ from junction.errors import FieldError, InvalidInput
 # name → "module:Class". Adding a provider adds one line here and one module.
 PROVIDERS: Mapping[str, str] = {
     "capture": "junction.channels.capture:CaptureAdapter",
+    "smtp": "junction.channels.smtp:SmtpAdapter",
+    "twilio_sms": "junction.channels.twilio:TwilioSmsAdapter",
+    "twilio_voice": "junction.channels.twilio:TwilioVoiceAdapter",
+    "webhook": "junction.channels.webhook:WebhookAdapter",
 }
 
 
