@@ -5,6 +5,7 @@
     │   ├── PayloadTooLarge       a body over a documented size limit               → 413
     │   └── MalformedBody         not JSON, wrong encoding                           → 400
     ├── Unauthenticated           no API key, or one that is unknown or revoked     → 401
+    ├── InvalidSignature          a provider callback whose signature does not check → 403
     ├── NotFound                  absent, or belonging to another workspace         → 404
     └── Conflict                  clashes with what is stored                       → 409
 
@@ -67,6 +68,13 @@ class Unauthenticated(JunctionError):
     username."""
 
     code = "unauthenticated"
+
+
+class InvalidSignature(JunctionError):
+    """The request's signature does not match: it did not come from the provider, or the
+    configured secret is wrong."""
+
+    code = "invalid_signature"
 
 
 class NotFound(JunctionError):

@@ -19,6 +19,7 @@ from junction.errors import (
     Conflict,
     FieldError,
     InvalidInput,
+    InvalidSignature,
     JunctionError,
     MalformedBody,
     NotFound,
@@ -31,6 +32,7 @@ STATUS: list[tuple[type[JunctionError], int]] = [
     (MalformedBody, 400),
     (InvalidInput, 422),
     (Unauthenticated, 401),
+    (InvalidSignature, 403),
     (NotFound, 404),
     (Conflict, 409),
 ]
