@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         default=Path(".junction-secret"),
         description="Where a generated secret key is kept when `secret_key` is unset.",
     )
+    public_url: str | None = Field(
+        default=None,
+        description="The URL providers and people reach Junction at (callbacks, links), e.g. "
+        "https://junction.example.com. Defaults to the URL a request came in on.",
+    )
     host: str = "127.0.0.1"
     port: int = 8700
     log_level: Literal["debug", "info", "warning", "error"] = "info"

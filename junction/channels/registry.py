@@ -34,8 +34,8 @@ def adapter_class(name: str) -> type[Adapter]:
     return cls
 
 
-def build(name: str, config: Mapping[str, Any] | None = None) -> Adapter:
-    """An adapter with its configuration validated by its own schema."""
+def validate_config(name: str, config: Mapping[str, Any] | None) -> ProviderConfig:
+    """The provider's configuration, checked by its own schema; errors name ``config.<field>``."""
     cls = adapter_class(name)
     try:
         parsed: ProviderConfig = cls.Config.model_validate(config or {})
@@ -46,4 +46,18 @@ def build(name: str, config: Mapping[str, Any] | None = None) -> Adapter:
                 for item in error.errors()
             ]
         ) from None
-    return cls(parsed)  # type: ignore[call-arg]
+    return parsed
+
+
+def build(name: str, config: Mapping[str, Any] | None = None) -> Adapter:
+    """An adapter with its configuration validated by its own schema."""
+    return adapter_class(name)(validate_config(name, config))  # type: ignore[call-arg]
+
+
+def masked(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The configuration as the API shows it: secret fields never in clear."""
+    secret = adapter_class(name).Config.secret_fields
+    return {
+        key: ("********" + str(value)[-4:] if key in secret and value else value)
+        for key, value in config.items()
+    }

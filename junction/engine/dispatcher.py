@@ -81,7 +81,9 @@ class Dispatcher:
         self.settings = settings or DispatcherSettings()
         self._draw = draw
         self._given = dict(adapters or {})  # tests and the demo may hand adapters in
-        self._built: dict[tuple[int, str], Adapter] = {}
+        # Built adapters, with the configuration they were built from: a changed
+        # configuration builds a new one at the next batch.
+        self._built: dict[tuple[int, str], tuple[dict[str, Any], Adapter]] = {}
         self._in_flight = asyncio.Semaphore(self.settings.concurrency)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -98,6 +100,7 @@ class Dispatcher:
         claimed = await in_thread(self._claim)
         if not claimed:
             return 0
+        await self._refresh_adapters({(c.workspace_id, c.provider) for c in claimed})
         results = await asyncio.gather(*(self._send(message) for message in claimed))
         await in_thread(self._record, results)
         return len(claimed)
@@ -110,7 +113,7 @@ class Dispatcher:
         return total
 
     async def aclose(self) -> None:
-        for adapter in self._built.values():
+        for _, adapter in self._built.values():
             await adapter.aclose()
         self._built.clear()
 
@@ -120,15 +123,34 @@ class Dispatcher:
                 conn, self.clock.now(), self.settings.batch_size, self.settings.lease
             )
 
+    async def _refresh_adapters(self, pairs: set[tuple[int, str]]) -> None:
+        wanted = {pair for pair in pairs if pair[1] not in self._given}
+        if not wanted:
+            return
+        configs = await in_thread(self._configs, wanted)
+        for pair, config in configs.items():
+            cached = self._built.get(pair)
+            if cached is not None and cached[0] == config:
+                continue
+            if cached is not None:
+                await cached[1].aclose()
+            try:
+                self._built[pair] = (config, registry.build(pair[1], config))
+            except Exception:  # a bad stored config: its sends are retried, and logged
+                log.exception("cannot build provider", workspace_id=pair[0], provider=pair[1])
+                self._built.pop(pair, None)
+
+    def _configs(self, pairs: set[tuple[int, str]]) -> dict[tuple[int, str], dict[str, Any]]:
+        with self.database.read() as conn:
+            return {pair: config_of(conn, *pair) for pair in pairs}
+
     def _adapter(self, workspace_id: int, provider: str) -> Adapter:
         if provider in self._given:
             return self._given[provider]
-        key = (workspace_id, provider)
-        if key not in self._built:
-            with self.database.read() as conn:
-                config = config_of(conn, workspace_id, provider)
-            self._built[key] = registry.build(provider, config)
-        return self._built[key]
+        built = self._built.get((workspace_id, provider))
+        if built is None:
+            raise RetryLater(f"provider {provider!r} could not be built from its configuration")
+        return built[1]
 
     async def _send(self, claimed: outbox.Claimed) -> _Sent:
         async with self._in_flight:
@@ -136,7 +158,7 @@ class Dispatcher:
             outcome: dict[str, Any] = {}
             invalid_status = None
             try:
-                adapter = await in_thread(self._adapter, claimed.workspace_id, claimed.provider)
+                adapter = self._adapter(claimed.workspace_id, claimed.provider)
                 message = OutboundMessage(
                     id=claimed.id,
                     idempotency_key=claimed.idempotency_key,

@@ -1,0 +1,36 @@
+"""Choosing a provider per channel, with its configuration validated."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+
+def test_a_channel_defaults_to_capture_and_can_be_set(client: TestClient) -> None:
+    assert client.get("/v1/channels").json() == {"channels": []}
+    answer = client.put("/v1/channels/sms", json={"provider": "capture", "config": {}})
+    assert answer.status_code == 200, answer.text
+    assert client.get("/v1/channels").json()["channels"] == [
+        {"channel": "sms", "provider": "capture", "config": {}}
+    ]
+    assert client.delete("/v1/channels/sms").status_code == 204
+    assert client.get("/v1/channels").json() == {"channels": []}
+
+
+def test_bad_choices_name_the_field(client: TestClient) -> None:
+    unknown = client.put("/v1/channels/sms", json={"provider": "carrier-pigeon"})
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["errors"][0]["field"] == "provider"
+    bad_channel = client.put("/v1/channels/fax", json={"provider": "capture"})
+    assert bad_channel.status_code == 422
+    assert bad_channel.json()["error"]["errors"][0]["field"] == "channel"
+    bad_config = client.put("/v1/channels/sms", json={"provider": "capture", "config": {"x": 1}})
+    assert bad_config.status_code == 422
+    assert bad_config.json()["error"]["errors"][0]["field"] == "config.x"
+    assert client.get("/v1/channels").json() == {"channels": []}
+
+
+def test_a_callback_for_an_unconfigured_provider_is_a_404(client: TestClient, tenant) -> None:
+    answer = client.post(
+        f"/hooks/{tenant.id}/twilio_sms", content=b"MessageSid=SM1", headers={"Authorization": ""}
+    )
+    assert answer.status_code == 404
