@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from junction import __version__
-from junction.api import channels, contacts, hooks, ingest, messages, problems
+from junction.api import channels, contacts, hooks, inbox, ingest, messages, problems
 from junction.api.deps import Services
 from junction.api.responses import JSONAnswer
 from junction.clock import Clock, SystemClock
@@ -66,6 +66,7 @@ def create_app(
     app.include_router(messages.router)
     app.include_router(channels.router)
     app.include_router(hooks.router)
+    app.include_router(inbox.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:

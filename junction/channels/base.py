@@ -77,6 +77,7 @@ class OutboundMessage:
     to: str
     content: Mapping[str, Any]
     transactional: bool = True
+    contact_id: int | None = None
     locale: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
 

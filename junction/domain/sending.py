@@ -66,12 +66,40 @@ def check_content(channel: str, content: dict[str, Any]) -> list[FieldError]:
         if not _text(content, "text", MAX_VOICE_CHARACTERS, errors):
             errors.append(FieldError("content.text", "a call needs the text to say"))
     elif channel in ("in_app", "content_card"):
-        _text(content, "title", 200, errors)
-        if not _text(content, "body", 5000, errors):
-            errors.append(FieldError("content.body", f"an {channel} message needs a body"))
+        _check_inbox_content(channel, content, errors)
     elif channel == "webhook" and not isinstance(content.get("data"), dict):
         errors.append(FieldError("content.data", "a webhook sends a JSON object in data"))
     return errors
+
+
+def _check_inbox_content(channel: str, content: dict[str, Any], errors: list[FieldError]) -> None:
+    _text(content, "title", 200, errors)
+    _text(content, "imageUrl", 2048, errors)
+    _text(content, "url", 2048, errors)
+    if not _text(content, "body", 5000, errors):
+        errors.append(FieldError("content.body", f"an {channel} message needs a body"))
+    buttons = content.get("buttons", [])
+    if (
+        not isinstance(buttons, list)
+        or len(buttons) > 2
+        or not all(
+            isinstance(b, dict) and isinstance(b.get("label"), str) and 0 < len(b["label"]) <= 30
+            for b in buttons
+        )
+    ):
+        errors.append(
+            FieldError("content.buttons", "at most 2 buttons, each with a label of 1-30 characters")
+        )
+    hours = content.get("expiresInHours")
+    if hours is not None and (
+        not isinstance(hours, int | float) or isinstance(hours, bool) or not 0 < hours <= 24 * 365
+    ):
+        errors.append(
+            FieldError("content.expiresInHours", "must be a number of hours up to a year")
+        )
+    pinned = content.get("pinned")
+    if pinned is not None and (not isinstance(pinned, bool) or channel != "content_card"):
+        errors.append(FieldError("content.pinned", "true or false, on content cards only"))
 
 
 def check_category(category: str) -> list[FieldError]:

@@ -41,6 +41,7 @@ from junction.channels.base import (
 )
 from junction.clock import Clock
 from junction.domain.retry import RetryPolicy
+from junction.engine.inbox import InboxAdapter
 from junction.store import outbox
 from junction.store.database import Database
 from junction.store.lifecycle import Change, record_changes
@@ -80,7 +81,10 @@ class Dispatcher:
         self.clock = clock
         self.settings = settings or DispatcherSettings()
         self._draw = draw
-        self._given = dict(adapters or {})  # tests and the demo may hand adapters in
+        # Junction's own inbox is the provider of in-app messages and content cards; tests
+        # and the demo may hand in more adapters by name.
+        self._given: dict[str, Adapter] = {"inbox": InboxAdapter(database, clock)}
+        self._given.update(adapters or {})
         # Built adapters, with the configuration they were built from: a changed
         # configuration builds a new one at the next batch.
         self._built: dict[tuple[int, str], tuple[dict[str, Any], Adapter]] = {}
@@ -167,6 +171,7 @@ class Dispatcher:
                     to=claimed.to_address,
                     content=claimed.content,
                     transactional=claimed.category == "transactional",
+                    contact_id=claimed.contact_id,
                 )
                 result = await asyncio.wait_for(
                     adapter.send(message), timeout=self.settings.send_timeout

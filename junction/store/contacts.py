@@ -17,6 +17,7 @@ from junction.store.tables import (
     contact_aliases,
     contacts,
     events,
+    inbox_items,
     message_attempts,
     messages,
     suppressions,
@@ -145,7 +146,7 @@ def erase_contact(
     # go too: their address and content name the person.
     sent = select(messages.c.id).where(messages.c.contact_id == contact_id)
     conn.execute(delete(message_attempts).where(message_attempts.c.message_id.in_(sent)))
-    for table in (messages, events, addresses, contact_aliases):
+    for table in (inbox_items, messages, events, addresses, contact_aliases):
         conn.execute(delete(table).where(table.c.contact_id == contact_id))
     conn.execute(delete(contacts).where(contacts.c.id == contact_id))
 

@@ -10,10 +10,13 @@ from sqlalchemy import Connection, delete, select, update
 from junction.store.tables import addresses, provider_configs
 
 DEFAULT_PROVIDER = "capture"
+INBOX_CHANNELS = ("in_app", "content_card")  # always Junction's own inbox
 
 
 def provider_for(conn: Connection, workspace_id: int, channel: str) -> str:
     """The provider configured for a channel, or the capture provider when none is."""
+    if channel in INBOX_CHANNELS:
+        return "inbox"
     found = conn.execute(
         select(provider_configs.c.provider).where(
             provider_configs.c.workspace_id == workspace_id, provider_configs.c.channel == channel

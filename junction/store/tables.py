@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -212,4 +213,24 @@ provider_configs = Table(
     Column("created_at", Time, nullable=False),
     Column("updated_at", Time, nullable=False),
     UniqueConstraint("workspace_id", "channel"),
+)
+
+# In-app messages and content cards: Junction is their provider; the app pulls them.
+inbox_items = Table(
+    "inbox_items",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("message_id", Id, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # "in_app" | "content_card"
+    Column("content", Json, nullable=False),
+    Column("pinned", Boolean, nullable=False),
+    Column("expires_at", Time),
+    Column("read_at", Time),
+    Column("clicked_at", Time),
+    Column("dismissed_at", Time),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("message_id"),
+    Index(None, "contact_id", "id"),
 )
