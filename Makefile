@@ -20,8 +20,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/junction serve --demo
 
-## Lint, type-check and run the whole test suite (SQLite and PostgreSQL).
+## Lint, type-check and run the whole test suite (SQLite, PostgreSQL, a real browser).
 test: lint typecheck
+	scripts/ensure-browser
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -17,6 +17,7 @@ from junction.clock import Clock, SystemClock
 from junction.domain import tracking
 from junction.settings import Settings
 from junction.store.database import Database
+from junction.web import dev_inbox
 
 
 def create_app(
@@ -67,6 +68,7 @@ def create_app(
     app.include_router(channels.router)
     app.include_router(hooks.router)
     app.include_router(inbox.router)
+    app.include_router(dev_inbox.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:

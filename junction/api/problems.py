@@ -56,9 +56,13 @@ def _field(location: tuple[Any, ...]) -> str:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(JunctionError)
-    async def on_junction_error(_: Request, error: JunctionError) -> JSONAnswer:
+    async def on_junction_error(request: Request, error: JunctionError) -> JSONAnswer:
         errors = error.errors if isinstance(error, InvalidInput) else None
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthenticated) else None
+        headers = None
+        if isinstance(error, Unauthenticated):
+            # Pages ask the browser for the key (as the Basic username); the API says Bearer.
+            scheme = 'Basic realm="Junction"' if request.url.path.startswith("/dev") else "Bearer"
+            headers = {"WWW-Authenticate": scheme}
         return JSONAnswer(
             error_body(error.code, error.message, errors),
             status_code=status_of(error),

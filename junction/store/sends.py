@@ -222,3 +222,24 @@ def list_messages(
         .limit(limit)
     )
     return [_view(row) for row in rows]
+
+
+def captured(
+    conn: Connection, workspace_id: int, channel: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    """What the capture provider stood in for, and what went to in-app inboxes, newest first,
+    with the contact each was for."""
+    from junction.store.tables import contacts
+
+    query = (
+        select(messages, contacts.c.user_id)
+        .outerjoin(contacts, contacts.c.id == messages.c.contact_id)
+        .where(
+            messages.c.workspace_id == workspace_id, messages.c.provider.in_(["capture", "inbox"])
+        )
+        .order_by(messages.c.id.desc())
+        .limit(limit)
+    )
+    if channel is not None:
+        query = query.where(messages.c.channel == channel)
+    return [{**_view(row), "userId": row.user_id} for row in conn.execute(query)]
