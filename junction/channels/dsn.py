@@ -25,7 +25,7 @@ def _original_message_id(report: Message) -> str | None:
         kind = part.get_content_type()
         if kind == "message/rfc822":
             inner = part.get_payload()
-            if isinstance(inner, list) and inner:
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 return str(inner[0].get("Message-ID", "")).strip() or None
         if kind == "text/rfc822-headers":
             found = email.message_from_string(_text(part)).get("Message-ID")
@@ -55,6 +55,8 @@ def parse_dsn(raw: bytes) -> list[DeliveryUpdate]:
         if not isinstance(blocks, list):
             continue
         for block in blocks[1:]:  # the first block is about the whole message
+            if not isinstance(block, Message):
+                continue
             action = str(block.get("Action", "")).strip().lower()
             status = str(block.get("Status", "")).strip()
             diagnostic = str(block.get("Diagnostic-Code", "")).strip() or None
