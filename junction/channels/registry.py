@@ -57,7 +57,10 @@ def build(name: str, config: Mapping[str, Any] | None = None) -> Adapter:
 def masked(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """The configuration as the API shows it: secret fields never in clear."""
     secret = adapter_class(name).Config.secret_fields
-    return {
-        key: ("********" + str(value)[-4:] if key in secret and value else value)
-        for key, value in config.items()
-    }
+
+    def hide(value: Any) -> Any:
+        if isinstance(value, dict):  # e.g. extra headers: hide each value, keep the names
+            return {key: hide(inner) for key, inner in value.items()}
+        return "********" + str(value)[-4:] if value else value
+
+    return {key: hide(value) if key in secret else value for key, value in config.items()}

@@ -34,3 +34,22 @@ def test_a_callback_for_an_unconfigured_provider_is_a_404(client: TestClient, te
         f"/hooks/{tenant.id}/twilio_sms", content=b"MessageSid=SM1", headers={"Authorization": ""}
     )
     assert answer.status_code == 404
+
+
+def test_secrets_are_never_shown_in_clear(client: TestClient) -> None:
+    import base64
+
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    config = {"secret": secret, "headers": {"X-Tenant": "acme-private-value"}}
+    answer = client.put("/v1/channels/webhook", json={"provider": "webhook", "config": config})
+    assert answer.status_code == 200, answer.text
+    for shown in (answer.json(), client.get("/v1/channels").json()["channels"][0]):
+        assert secret not in str(shown) and "acme-private-value" not in str(shown)
+        assert shown["config"]["secret"].startswith("********")
+        assert set(shown["config"]["headers"]) == {"X-Tenant"}
+
+
+def test_a_provider_must_carry_the_channel(client: TestClient) -> None:
+    answer = client.put("/v1/channels/sms", json={"provider": "webhook", "config": {}})
+    assert answer.status_code == 422
+    assert "does not carry sms" in answer.json()["error"]["errors"][0]["message"]
