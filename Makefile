@@ -23,7 +23,7 @@ run: $(STAMP)
 ## Lint, type-check and run the whole test suite (SQLite, PostgreSQL, a real browser).
 test: lint typecheck
 	scripts/ensure-browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

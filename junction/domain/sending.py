@@ -28,7 +28,7 @@ CHANNEL_ADDRESS: dict[str, AddressKind | None] = {
 }
 SENDABLE_CHANNELS = tuple(CHANNEL_ADDRESS)
 MAX_SMS_CHARACTERS = 1600
-MAX_VOICE_CHARACTERS = 4096
+MAX_VOICE_CHARACTERS = 3900  # Twilio takes 4,000 characters of TwiML, markup included
 MAX_SUBJECT = 998  # RFC 5322 line limit
 _CATEGORY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 

@@ -110,10 +110,14 @@ class Dispatcher:
         return len(claimed)
 
     async def drain(self) -> int:
-        """Run until nothing is due now (tests, the CLI's one-shot mode)."""
+        """Run until nothing is due now, then close the adapters it built (tests, one-shot
+        runs: the next ``asyncio.run`` is another event loop, which connections cannot cross)."""
         total = 0
-        while handled := await self.run_once():
-            total += handled
+        try:
+            while handled := await self.run_once():
+                total += handled
+        finally:
+            await self.aclose()
         return total
 
     async def aclose(self) -> None:
@@ -172,6 +176,7 @@ class Dispatcher:
                     content=claimed.content,
                     transactional=claimed.category == "transactional",
                     contact_id=claimed.contact_id,
+                    locale=claimed.locale,
                 )
                 result = await asyncio.wait_for(
                     adapter.send(message), timeout=self.settings.send_timeout

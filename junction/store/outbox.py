@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
 from junction.store.sql import insert_ignoring_conflicts
-from junction.store.tables import message_attempts, messages
+from junction.store.tables import contacts, message_attempts, messages
 
 QUEUED = "queued"
 SENDING = "sending"
@@ -56,6 +56,7 @@ class Claimed:
     contact_id: int | None
     attempts: int
     recovered: bool  # claimed again after a worker lost it mid-send
+    locale: str | None = None  # the contact's, for voice and localised content
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +115,15 @@ def claim(conn: Connection, now: datetime, limit: int, lease: timedelta) -> list
         and_(messages.c.status.in_([QUEUED, RETRYING]), messages.c.due_at <= now),
         and_(messages.c.status == SENDING, messages.c.lease_until < now),
     )
-    query = select(messages).where(due).order_by(messages.c.due_at, messages.c.id).limit(limit)
+    query = (
+        select(messages, contacts.c.locale)
+        .outerjoin(contacts, contacts.c.id == messages.c.contact_id)
+        .where(due)
+        .order_by(messages.c.due_at, messages.c.id)
+        .limit(limit)
+    )
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
+        query = query.with_for_update(of=messages, skip_locked=True)
     rows = conn.execute(query).all()
     if not rows:
         return []
@@ -143,6 +150,7 @@ def claim(conn: Connection, now: datetime, limit: int, lease: timedelta) -> list
             contact_id=row.contact_id,
             attempts=row.attempts + 1,
             recovered=row.status == SENDING,
+            locale=row.locale,
         )
         for row in rows
     ]

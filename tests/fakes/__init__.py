@@ -1,0 +1,1 @@
+"""Fake provider APIs, served for real on loopback, that tests send to."""
