@@ -58,6 +58,7 @@ class DispatcherSettings:
     lease: timedelta = timedelta(seconds=60)
     idle_wait: float = 0.25  # seconds between polls when nothing is due
     send_timeout: float = 30.0
+    record_every: int = 20  # outcomes per recording transaction
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -105,8 +106,17 @@ class Dispatcher:
         if not claimed:
             return 0
         await self._refresh_adapters({(c.workspace_id, c.provider) for c in claimed})
-        results = await asyncio.gather(*(self._send(message) for message in claimed))
-        await in_thread(self._record, results)
+        # Outcomes are recorded as sends finish, a few at a time, not once for the whole
+        # batch: what a crash leaves unrecorded (and so sends again) is only what finished
+        # in the last moments before it.
+        pending: list[_Sent] = []
+        for finished in asyncio.as_completed([self._send(message) for message in claimed]):
+            pending.append(await finished)
+            if len(pending) >= self.settings.record_every:
+                batch, pending = pending, []
+                await in_thread(self._record, batch)
+        if pending:
+            await in_thread(self._record, pending)
         return len(claimed)
 
     async def drain(self) -> int:
