@@ -233,7 +233,8 @@ def worker() -> None:
     import asyncio
     import signal
 
-    from junction.engine.dispatcher import Dispatcher
+    from junction.engine import loop
+    from junction.engine.dispatcher import Dispatcher, settings_from
     from junction.logs import configure_logging
 
     settings = Settings()
@@ -242,13 +243,13 @@ def worker() -> None:
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        running = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            running.add_signal_handler(sig, stop.set)
         console.print("dispatcher running; Ctrl-C to stop")
-        await Dispatcher(database, SystemClock()).run(stop)
+        await Dispatcher(database, SystemClock(), settings_from(settings)).run(stop)
 
-    asyncio.run(main())
+    loop.run(main())
 
 
 def _print_demo_key(settings: Settings, database: Database, host: str, port: int) -> None:

@@ -37,10 +37,11 @@ def create_app(
         if not run_dispatcher:
             yield
             return
-        from junction.engine.dispatcher import Dispatcher
+        from junction.engine.dispatcher import Dispatcher, settings_from
 
         stop = asyncio.Event()
-        task = asyncio.create_task(Dispatcher(database, clock).run(stop))
+        dispatcher = Dispatcher(database, clock, settings_from(settings))
+        task = asyncio.create_task(dispatcher.run(stop))
         try:
             yield
         finally:

@@ -42,6 +42,7 @@ from junction.channels.base import (
 from junction.clock import Clock
 from junction.domain.retry import RetryPolicy
 from junction.engine.inbox import InboxAdapter
+from junction.settings import Settings
 from junction.store import outbox
 from junction.store.database import Database
 from junction.store.lifecycle import Change, record_changes
@@ -60,6 +61,14 @@ class DispatcherSettings:
     send_timeout: float = 30.0
     record_every: int = 20  # outcomes per recording transaction
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def settings_from(settings: Settings) -> DispatcherSettings:
+    return DispatcherSettings(
+        batch_size=settings.dispatch_batch_size,
+        concurrency=settings.dispatch_concurrency,
+        lease=timedelta(seconds=settings.dispatch_lease_seconds),
+    )
 
 
 @dataclass(frozen=True, slots=True)
