@@ -47,27 +47,13 @@ from rich.progress import (
 )
 
 from junction.store.database import SQLITE_PRAGMAS
+from junction.store.ingest import EVENT_COLUMNS
 
 TARGET_EVENTS_PER_S = 75_000
 TARGET_RATIO = 0.35
 ISSUE_N = 1_000_000  # the issue's figure: --n 1000000 (several minutes on a 2-core box)
 DEFAULT_N = 200_000  # about a minute in all on a shared 2-core machine
 MAX_BATCH_BYTES = 500 * 1024  # the server's limit
-EVENT_COLUMNS = (
-    "workspace_id",
-    "contact_id",
-    "message_id",
-    "type",
-    "name",
-    "user_id",
-    "anonymous_id",
-    "properties",
-    "traits",
-    "context",
-    "timestamp",
-    "received_at",
-    "sent_at",
-)
 
 err = Console(stderr=True)
 

@@ -15,10 +15,8 @@ from sqlalchemy import select
 from junction.api.app import create_app
 from junction.channels import registry
 from junction.channels.base import (
-    Adapter,
     AddressInvalid,
     Channel,
-    DeliveryError,
     DeliveryUpdate,
     OutboundMessage,
     PermanentFailure,
@@ -38,6 +36,7 @@ from junction.store.database import Database
 from junction.store.ingest import Batch, ingest
 from junction.store.sends import SendRequest, accept, get_message
 from junction.store.tables import addresses, provider_configs
+from tests.channels.sending import send
 from tests.conftest import SECRET, Tenant
 from tests.e2e.server import serving
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, twilio_signature
@@ -82,24 +81,6 @@ def call(
     to: str = ADA, text: str = "Your code is 1 2 3 4", locale: str | None = None
 ) -> OutboundMessage:
     return OutboundMessage(2, "k2", 1, Channel.VOICE, to, {"text": text}, locale=locale)
-
-
-def send(adapter: Adapter, *messages: OutboundMessage) -> list[SendResult | DeliveryError]:
-    """Each message's outcome, sent in turn by one adapter (one client, one event loop)."""
-
-    async def scenario() -> list[SendResult | DeliveryError]:
-        outcomes: list[SendResult | DeliveryError] = []
-        try:
-            for message in messages:
-                try:
-                    outcomes.append(await adapter.send(message))
-                except DeliveryError as error:
-                    outcomes.append(error)
-        finally:
-            await adapter.aclose()
-        return outcomes
-
-    return asyncio.run(scenario())
 
 
 # -- SMS -----------------------------------------------------------------------------------

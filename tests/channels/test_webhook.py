@@ -40,6 +40,7 @@ from junction.engine.dispatcher import Dispatcher
 from junction.errors import InvalidInput
 from junction.store.sends import SendRequest, accept, get_message
 from junction.store.tables import provider_configs
+from tests.channels.sending import send
 from tests.e2e.server import serving
 
 HUGE = 50 * 1024 * 1024
@@ -143,24 +144,6 @@ def message(
 
 def adapter(secret: str, **config: Any) -> Adapter:
     return registry.build("webhook", {"secret": secret, **config})
-
-
-def send(adapter: Adapter, *messages: OutboundMessage) -> list[SendResult | DeliveryError]:
-    """Each message's outcome, sent in turn by one adapter (one client, one event loop)."""
-
-    async def scenario() -> list[SendResult | DeliveryError]:
-        outcomes: list[SendResult | DeliveryError] = []
-        try:
-            for outbound in messages:
-                try:
-                    outcomes.append(await adapter.send(outbound))
-                except DeliveryError as error:
-                    outcomes.append(error)
-        finally:
-            await adapter.aclose()
-        return outcomes
-
-    return asyncio.run(scenario())
 
 
 # -- what is sent ----------------------------------------------------------------------------
