@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import re
 import socket
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import ClassVar, Literal, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from aiosmtplib import (
     SMTP,
@@ -46,12 +48,15 @@ from junction.channels.base import (
     Capabilities,
     Channel,
     DeliveryError,
+    DeliveryUpdate,
     OutboundMessage,
     PermanentFailure,
     ProviderConfig,
     RetryLater,
     SendResult,
 )
+from junction.channels.dsn import parse_dsn
+from junction.errors import InvalidSignature
 from junction.render import email as render
 from junction.render.email import BadRecipient, DkimKey, RenderError
 
@@ -64,7 +69,9 @@ T = TypeVar("T")
 
 
 class SmtpConfig(ProviderConfig):
-    secret_fields: ClassVar[frozenset[str]] = frozenset({"password", "dkim_private_key"})
+    secret_fields: ClassVar[frozenset[str]] = frozenset(
+        {"password", "dkim_private_key", "bounce_token"}
+    )
 
     host: str = Field(min_length=1)
     port: int = Field(default=587, ge=1, le=65535)
@@ -80,6 +87,8 @@ class SmtpConfig(ProviderConfig):
     dkim_domain: str | None = None
     dkim_selector: str | None = None
     dkim_private_key: str | None = None
+    # Bounces (RFC 3464 DSNs) are accepted at /hooks/{workspace}/smtp?token=<bounce_token>.
+    bounce_token: str | None = Field(default=None, min_length=16)
 
     @field_validator("from_address", "reply_to")
     @classmethod
@@ -187,6 +196,17 @@ class SmtpAdapter:
         self._slots = asyncio.Semaphore(config.pool_size)
         self._idle: list[SMTP] = []  # connections not carrying a message; maybe closed
         self._busy: set[SMTP] = set()
+
+    def parse_webhook(
+        self, headers: Mapping[str, str], body: bytes, url: str
+    ) -> Sequence[DeliveryUpdate]:
+        """A bounce forwarded by the mail system (an RFC 3464 DSN as the raw request body).
+        SMTP signs nothing, so the hook URL carries a secret token instead."""
+        given = parse_qs(urlsplit(url).query).get("token", [""])[0]
+        expected = self.config.bounce_token
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise InvalidSignature("a bounce needs ?token= with the smtp provider's bounce_token")
+        return parse_dsn(body)
 
     async def send(self, message: OutboundMessage) -> SendResult:
         try:

@@ -29,13 +29,6 @@ def test_bad_choices_name_the_field(client: TestClient) -> None:
     assert client.get("/v1/channels").json() == {"channels": []}
 
 
-def test_a_callback_for_an_unconfigured_provider_is_a_404(client: TestClient, tenant) -> None:
-    answer = client.post(
-        f"/hooks/{tenant.id}/twilio_sms", content=b"MessageSid=SM1", headers={"Authorization": ""}
-    )
-    assert answer.status_code == 404
-
-
 def test_secrets_are_never_shown_in_clear(client: TestClient) -> None:
     import base64
 
