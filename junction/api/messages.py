@@ -70,6 +70,19 @@ async def get_message(message_id: int, svc: ServicesDep, workspace_id: Workspace
     return JSONAnswer(await in_thread(_read, svc, sends.get_message, workspace_id, message_id))
 
 
+@router.post("/{message_id}/replay", status_code=202, response_class=JSONAnswer)
+async def replay_message(
+    message_id: int, svc: ServicesDep, workspace_id: WorkspaceDep
+) -> JSONAnswer:
+    """Send a dead or failed message again (after fixing what made it fail); 409 otherwise."""
+
+    def write(svc: Services) -> dict[str, Any]:
+        with svc.database.write() as conn:
+            return sends.replay(conn, workspace_id, message_id, svc.clock.now())
+
+    return JSONAnswer(await in_thread(write, svc), status_code=202)
+
+
 @router.get("", response_class=JSONAnswer)
 async def list_messages(
     svc: ServicesDep,

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select
 
 from junction.domain.addresses import InvalidAddress, normalize_email, normalize_phone
 from junction.domain.sending import CHANNEL_ADDRESS, check_category, check_content
-from junction.errors import FieldError, InvalidInput, NotFound
+from junction.errors import Conflict, FieldError, InvalidInput, NotFound
 from junction.store import outbox
 from junction.store.identity import find_contact_id
 from junction.store.providers import provider_for
@@ -243,3 +243,24 @@ def captured(
     if channel is not None:
         query = query.where(messages.c.channel == channel)
     return [{**_view(row), "userId": row.user_id} for row in conn.execute(query)]
+
+
+def replay(conn: Connection, workspace_id: int, message_id: int, now: datetime) -> dict[str, Any]:
+    """Queue a dead or failed message again (after fixing what made it fail)."""
+    row = conn.execute(
+        select(messages.c.status).where(
+            messages.c.id == message_id, messages.c.workspace_id == workspace_id
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no message {message_id} in this workspace")
+    if row.status not in (outbox.DEAD, outbox.FAILED):
+        raise Conflict(
+            f"message {message_id} is {row.status}; only dead or failed messages can be replayed"
+        )
+    conn.execute(
+        messages.update()
+        .where(messages.c.id == message_id)
+        .values(status=outbox.QUEUED, due_at=now, lease_until=None, updated_at=now)
+    )
+    return {"id": message_id, "status": outbox.QUEUED}

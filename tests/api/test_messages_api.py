@@ -96,3 +96,36 @@ def test_another_workspace_cannot_see_a_message(client: TestClient, database, cl
         f"/v1/messages/{answer.json()['id']}", headers={"Authorization": f"Bearer {other.key}"}
     )
     assert seen.status_code == 404
+
+
+def test_a_dead_message_can_be_replayed_once_the_provider_works(
+    client, database, clock, tenant
+) -> None:  # type: ignore[no-untyped-def]
+    from junction.channels.base import RetryLater
+    from junction.channels.fake import FakeAdapter
+    from junction.domain.retry import RetryPolicy
+    from junction.engine.dispatcher import DispatcherSettings
+    from tests.engine.test_dispatcher import use_fake
+
+    use_fake(database, tenant, clock)
+    client.post("/v1/identify", json={"userId": "ada", "traits": {"email": "ada@x.io"}})
+    message_id = client.post(
+        "/v1/messages", json={"to": {"userId": "ada"}, "channel": "email", "content": EMAIL}
+    ).json()["id"]
+    assert client.post(f"/v1/messages/{message_id}/replay").status_code == 409  # still queued
+    settings = DispatcherSettings(policy=RetryPolicy(max_attempts=1))
+    asyncio.run(
+        Dispatcher(
+            database, clock, settings, adapters={"fake": FakeAdapter([RetryLater("503")])}
+        ).drain()
+    )
+    assert client.get(f"/v1/messages/{message_id}").json()["status"] == "dead"
+
+    replayed = client.post(f"/v1/messages/{message_id}/replay")
+    assert replayed.status_code == 202 and replayed.json()["status"] == "queued"
+    fake = FakeAdapter()
+    asyncio.run(Dispatcher(database, clock, adapters={"fake": fake}).drain())
+    shown = client.get(f"/v1/messages/{message_id}").json()
+    assert shown["status"] == "sent" and len(fake.sent) == 1
+    assert [h["outcome"] for h in shown["history"]] == ["dead", "sent"]
+    assert client.post("/v1/messages/999999/replay").status_code == 404
