@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Channel(StrEnum):
@@ -61,6 +61,10 @@ class ProviderConfig(BaseModel):
     """Base of every adapter's configuration schema: unknown keys are an error."""
 
     model_config = ConfigDict(extra="forbid")
+
+    # The provider's rate limit for this workspace: the dispatcher paces sends to it.
+    rate_per_second: float | None = Field(default=None, gt=0, le=100_000)
+    burst: int = Field(default=1, ge=1, le=10_000)
 
     # Field names whose values are secret: never returned by the API in clear.
     secret_fields: ClassVar[frozenset[str]] = frozenset()

@@ -40,6 +40,7 @@ from junction.channels.base import (
     RetryLater,
 )
 from junction.clock import Clock
+from junction.domain.ratelimit import Pace
 from junction.domain.retry import RetryPolicy
 from junction.engine.inbox import InboxAdapter
 from junction.settings import Settings
@@ -99,6 +100,7 @@ class Dispatcher:
         # configuration builds a new one at the next batch.
         self._built: dict[tuple[int, str], tuple[dict[str, Any], Adapter]] = {}
         self._in_flight = asyncio.Semaphore(self.settings.concurrency)
+        self._paces: dict[tuple[int, str], Pace] = {}  # providers with a rate limit
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set."""
@@ -151,11 +153,19 @@ class Dispatcher:
             )
 
     async def _refresh_adapters(self, pairs: set[tuple[int, str]]) -> None:
-        wanted = {pair for pair in pairs if pair[1] not in self._given}
-        if not wanted:
-            return
-        configs = await in_thread(self._configs, wanted)
+        """Build (or rebuild, when its configuration changed) each provider of the batch,
+        and pace those whose configuration sets a rate limit."""
+        configs = await in_thread(self._configs, pairs)
         for pair, config in configs.items():
+            rate = config.get("rate_per_second")
+            if rate:
+                pace = self._paces.get(pair)
+                if pace is None or pace.rate != rate:
+                    self._paces[pair] = Pace(rate=float(rate), burst=int(config.get("burst", 1)))
+            else:
+                self._paces.pop(pair, None)
+            if pair[1] in self._given:
+                continue
             cached = self._built.get(pair)
             if cached is not None and cached[0] == config:
                 continue
@@ -197,6 +207,11 @@ class Dispatcher:
                     contact_id=claimed.contact_id,
                     locale=claimed.locale,
                 )
+                pace = self._paces.get((claimed.workspace_id, claimed.provider))
+                if pace is not None:
+                    wait = pace.reserve(asyncio.get_running_loop().time())
+                    if wait > 0:
+                        await asyncio.sleep(wait)  # the provider's rate limit, not a poll
                 result = await asyncio.wait_for(
                     adapter.send(message), timeout=self.settings.send_timeout
                 )

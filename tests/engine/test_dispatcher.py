@@ -4,7 +4,9 @@ on both databases, with the scripted fake adapter."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
+from itertools import pairwise
 
 from sqlalchemy import select
 
@@ -182,3 +184,30 @@ def test_one_claim_per_message_even_when_two_workers_race(database, clock, tenan
             theirs = outbox.claim(second, clock.now(), 20, lease)
     assert len(mine) == 20 and len(theirs) == 10
     assert not {c.id for c in mine} & {c.id for c in theirs}
+
+
+def test_a_provider_rate_limit_paces_the_sends(database, clock, tenant) -> None:
+    with database.write() as conn:
+        conn.execute(
+            provider_configs.insert().values(
+                workspace_id=tenant.id,
+                channel="email",
+                provider="fake",
+                config={"rate_per_second": 20, "burst": 1},
+                created_at=clock.now(),
+                updated_at=clock.now(),
+            )
+        )
+    for index in range(5):
+        queue_email(database, tenant, clock, user=f"u{index}")
+    stamps: list[float] = []
+
+    class Stamping(FakeAdapter):
+        async def send(self, message):  # type: ignore[no-untyped-def]
+            stamps.append(time.monotonic())
+            return await super().send(message)
+
+    asyncio.run(Dispatcher(database, clock, SETTINGS, adapters={"fake": Stamping()}).drain())
+    assert len(stamps) == 5
+    gaps = [later - earlier for earlier, later in pairwise(sorted(stamps))]
+    assert min(gaps) >= 0.045  # 20 a second: 50 ms apart, less a little timer jitter
