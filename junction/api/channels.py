@@ -54,7 +54,8 @@ async def set_channel(
                 "provider", f"{choice.provider} does not carry {channel}; it carries {carried}"
             )
         )
-    config = registry.validate_config(choice.provider, choice.config).model_dump(mode="json")
+    parsed = registry.validate_config(choice.provider, choice.config)
+    config = parsed.model_dump(mode="json", exclude_unset=True)  # what was given, normalised
 
     def write(svc: Services) -> None:
         with svc.database.write() as conn:
