@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
+from junction.store.lifecycle import Change, record_changes
 from junction.store.sql import insert_ignoring_conflicts
 from junction.store.tables import contacts, message_attempts, messages
 
@@ -106,6 +107,15 @@ def enqueue(conn: Connection, intents: Sequence[Intent], now: datetime) -> dict[
             )
         )
         found.update((row.idempotency_key, row.id) for row in stored)
+    record_changes(
+        conn,
+        [
+            Change(i.workspace_id, i.contact_id, found[i.idempotency_key], i.channel, QUEUED, now)
+            for i in intents
+            if i.contact_id is not None
+        ],
+        now,
+    )
     return found
 
 

@@ -59,7 +59,7 @@ def test_reports_out_of_order_never_move_a_message_back(database, clock, tenant)
             .scalars()
             .all()
         )
-    assert names == ["message.sent", "message.delivered", "message.read"]
+    assert names == ["message.queued", "message.sent", "message.delivered", "message.read"]
 
 
 def test_a_report_twice_is_applied_once(database, clock, tenant) -> None:
