@@ -126,14 +126,7 @@ def junction_rate(workdir: Path, n: int, provider: str, port: int | None) -> flo
         with database.write() as conn:
             outbox.enqueue(conn, intents, clock.now())
 
-    async def dispatch() -> int:
-        dispatcher = Dispatcher(database, clock)
-        try:
-            return await dispatcher.drain()
-        finally:
-            await dispatcher.aclose()
-
-    sent = loop.run(dispatch())
+    sent = loop.run(Dispatcher(database, clock).drain())
     elapsed = time.perf_counter() - started
     if sent != n:
         raise SystemExit(f"dispatched {sent} of {n}")

@@ -40,8 +40,9 @@ from junction.engine.dispatcher import Dispatcher
 from junction.errors import InvalidInput
 from junction.store.database import Database
 from junction.store.ingest import Batch, ingest
+from junction.store.providers import set_channel_provider
 from junction.store.sends import SendRequest, accept, get_message
-from junction.store.tables import addresses, provider_configs
+from junction.store.tables import addresses
 from tests.conftest import SECRET
 
 # Recipients the sink refuses, by local part, with the reply it gives to RCPT.
@@ -772,27 +773,11 @@ def queue(database: Database, tenant, clock, user: str, category: str = "transac
 
 def test_a_message_goes_out_through_the_dispatcher(database, clock, tenant, server, sink) -> None:
     with database.write() as conn:
-        conn.execute(
-            provider_configs.insert().values(
-                workspace_id=tenant.id,
-                channel="email",
-                provider="smtp",
-                config=config(server),
-                created_at=clock.now(),
-                updated_at=clock.now(),
-            )
-        )
+        set_channel_provider(conn, tenant.id, "email", "smtp", config(server), clock.now())
     sent_id = queue(database, tenant, clock, "ada")
     bounced_id = queue(database, tenant, clock, "bounce")
 
-    async def dispatch() -> int:
-        dispatcher = Dispatcher(database, clock)
-        try:
-            return await dispatcher.drain()
-        finally:
-            await dispatcher.aclose()
-
-    assert asyncio.run(dispatch()) == 2
+    assert asyncio.run(Dispatcher(database, clock).drain()) == 2
 
     got = sink.only()
     assert got.rcpt_tos == ["ada@x.io"] and got.message["Subject"] == "Hello ada"

@@ -34,8 +34,9 @@ from junction.engine.dispatcher import Dispatcher
 from junction.errors import InvalidInput, InvalidSignature
 from junction.store.database import Database
 from junction.store.ingest import Batch, ingest
+from junction.store.providers import set_channel_provider
 from junction.store.sends import SendRequest, accept, get_message
-from junction.store.tables import addresses, provider_configs
+from junction.store.tables import addresses
 from tests.channels.sending import send
 from tests.conftest import SECRET, Tenant
 from tests.e2e.server import serving
@@ -418,16 +419,7 @@ def test_a_callback_with_a_status_not_tracked_gives_no_update(twilio) -> None:
 
 def use_twilio(database: Database, tenant: Tenant, clock: Any, settings: dict[str, Any]) -> None:
     with database.write() as conn:
-        conn.execute(
-            provider_configs.insert().values(
-                workspace_id=tenant.id,
-                channel="sms",
-                provider="twilio_sms",
-                config=settings,
-                created_at=clock.now(),
-                updated_at=clock.now(),
-            )
-        )
+        set_channel_provider(conn, tenant.id, "sms", "twilio_sms", settings, clock.now())
 
 
 def queue_sms(database: Database, tenant: Tenant, clock: Any, user: str, phone: str) -> int:
@@ -453,16 +445,8 @@ def message(database: Database, tenant: Tenant, message_id: int) -> dict[str, An
 
 
 def dispatch(database: Database, clock: Any) -> int:
-    """Send everything due, then close the adapters the dispatcher built (drain() does not)."""
-
-    async def scenario() -> int:
-        worker = Dispatcher(database, clock)
-        try:
-            return await worker.drain()
-        finally:
-            await worker.aclose()
-
-    return asyncio.run(scenario())
+    """Send everything due (drain() closes the adapters it built)."""
+    return asyncio.run(Dispatcher(database, clock).drain())
 
 
 def test_the_dispatcher_sends_sms_through_twilio_and_records_the_outcome(

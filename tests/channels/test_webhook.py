@@ -38,8 +38,8 @@ from junction.channels.base import (
 from junction.channels.webhook import MAX_REASON_CHARACTERS, WebhookAdapter, retry_after
 from junction.engine.dispatcher import Dispatcher
 from junction.errors import InvalidInput
+from junction.store.providers import set_channel_provider
 from junction.store.sends import SendRequest, accept, get_message
-from junction.store.tables import provider_configs
 from tests.channels.sending import send
 from tests.e2e.server import serving
 
@@ -384,15 +384,8 @@ def test_a_message_sent_through_the_api_reaches_the_receiver_once(
     database, clock, tenant, receiver
 ) -> None:
     with database.write() as conn:
-        conn.execute(
-            provider_configs.insert().values(
-                workspace_id=tenant.id,
-                channel="webhook",
-                provider="webhook",
-                config={"secret": receiver.secret},
-                created_at=clock.now(),
-                updated_at=clock.now(),
-            )
+        set_channel_provider(
+            conn, tenant.id, "webhook", "webhook", {"secret": receiver.secret}, clock.now()
         )
         answer = accept(
             conn,
@@ -403,14 +396,7 @@ def test_a_message_sent_through_the_api_reaches_the_receiver_once(
             clock.now(),
         )
 
-    async def dispatch() -> int:
-        dispatcher = Dispatcher(database, clock)
-        try:
-            return await dispatcher.drain()
-        finally:
-            await dispatcher.aclose()
-
-    assert asyncio.run(dispatch()) == 1
+    assert asyncio.run(Dispatcher(database, clock).drain()) == 1
     assert receiver.rejected == []
     [delivery] = receiver.deliveries
     assert delivery.payload["data"] == {"order": 42}
@@ -420,5 +406,5 @@ def test_a_message_sent_through_the_api_reaches_the_receiver_once(
     assert sent["providerMessageId"] == delivery.headers["webhook-id"]
     assert sent["details"] == {"status": 200}
     # Nothing is due any more: a second pass sends nothing.
-    assert asyncio.run(dispatch()) == 0
+    assert asyncio.run(Dispatcher(database, clock).drain()) == 0
     assert len(receiver.deliveries) == 1

@@ -17,8 +17,9 @@ from junction.engine.dispatcher import Dispatcher, DispatcherSettings
 from junction.store import outbox
 from junction.store.database import Database
 from junction.store.ingest import Batch, ingest
+from junction.store.providers import set_channel_provider
 from junction.store.sends import SendRequest, accept, get_message
-from junction.store.tables import addresses, events, provider_configs
+from junction.store.tables import addresses, events
 from tests.conftest import SECRET
 
 SETTINGS = DispatcherSettings(
@@ -30,16 +31,7 @@ SETTINGS = DispatcherSettings(
 
 def use_fake(database: Database, tenant, clock) -> None:  # type: ignore[no-untyped-def]
     with database.write() as conn:
-        conn.execute(
-            provider_configs.insert().values(
-                workspace_id=tenant.id,
-                channel="email",
-                provider="fake",
-                config={},
-                created_at=clock.now(),
-                updated_at=clock.now(),
-            )
-        )
+        set_channel_provider(conn, tenant.id, "email", "fake", {}, clock.now())
 
 
 def queue_email(database: Database, tenant, clock, user: str = "ada") -> int:  # type: ignore[no-untyped-def]
@@ -188,15 +180,8 @@ def test_one_claim_per_message_even_when_two_workers_race(database, clock, tenan
 
 def test_a_provider_rate_limit_paces_the_sends(database, clock, tenant) -> None:
     with database.write() as conn:
-        conn.execute(
-            provider_configs.insert().values(
-                workspace_id=tenant.id,
-                channel="email",
-                provider="fake",
-                config={"rate_per_second": 20, "burst": 1},
-                created_at=clock.now(),
-                updated_at=clock.now(),
-            )
+        set_channel_provider(
+            conn, tenant.id, "email", "fake", {"rate_per_second": 20, "burst": 1}, clock.now()
         )
     for index in range(5):
         queue_email(database, tenant, clock, user=f"u{index}")
