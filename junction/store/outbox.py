@@ -56,7 +56,6 @@ class Claimed:
     category: str
     contact_id: int | None
     attempts: int
-    recovered: bool  # claimed again after a worker lost it mid-send
     locale: str | None = None  # the contact's, for voice and localised content
 
 
@@ -159,7 +158,6 @@ def claim(conn: Connection, now: datetime, limit: int, lease: timedelta) -> list
             category=row.category,
             contact_id=row.contact_id,
             attempts=row.attempts + 1,
-            recovered=row.status == SENDING,
             locale=row.locale,
         )
         for row in rows
