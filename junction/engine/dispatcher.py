@@ -99,7 +99,6 @@ class Dispatcher:
         # Built adapters, with the configuration they were built from: a changed
         # configuration builds a new one at the next batch.
         self._built: dict[tuple[int, str], tuple[dict[str, Any], Adapter]] = {}
-        self._in_flight = asyncio.Semaphore(self.settings.concurrency)
         self._paces: dict[tuple[int, str], Pace] = {}  # providers with a rate limit
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -120,8 +119,10 @@ class Dispatcher:
         # Outcomes are recorded as sends finish, a few at a time, not once for the whole
         # batch: what a crash leaves unrecorded (and so sends again) is only what finished
         # in the last moments before it.
+        in_flight = asyncio.Semaphore(self.settings.concurrency)  # of this loop, this batch
         pending: list[_Sent] = []
-        for finished in asyncio.as_completed([self._send(message) for message in claimed]):
+        sends = [self._send(message, in_flight) for message in claimed]
+        for finished in asyncio.as_completed(sends):
             pending.append(await finished)
             if len(pending) >= self.settings.record_every:
                 batch, pending = pending, []
@@ -189,8 +190,8 @@ class Dispatcher:
             raise RetryLater(f"provider {provider!r} could not be built from its configuration")
         return built[1]
 
-    async def _send(self, claimed: outbox.Claimed) -> _Sent:
-        async with self._in_flight:
+    async def _send(self, claimed: outbox.Claimed, in_flight: asyncio.Semaphore) -> _Sent:
+        async with in_flight:
             started = self.clock.now()
             outcome: dict[str, Any] = {}
             invalid_status = None
