@@ -22,6 +22,9 @@ class Recipient(BaseModel):
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=64)
     url: str | None = Field(default=None, max_length=2048, description="for the webhook channel")
+    chat_id: str | None = Field(
+        default=None, alias="chatId", max_length=64, description="for the telegram channel"
+    )
 
 
 class NewMessage(BaseModel):

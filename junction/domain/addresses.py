@@ -22,6 +22,7 @@ class AddressKind(StrEnum):
     PHONE = "phone"
     PUSH = "push"  # an iOS or Android device token
     WEB_PUSH = "web_push"  # an RFC 8030 push subscription
+    TELEGRAM = "telegram"  # a Telegram chat id
 
 
 class AddressStatus(StrEnum):

@@ -2,8 +2,9 @@
 
 Rules kept here:
 - a channel reaches a person through one kind of address: email through an email address,
-  SMS and voice through a phone number, in-app messages and content cards through the contact
-  itself, a webhook through the URL given with the request;
+  SMS and voice through a phone number, push and web push through every active device (one
+  message each), Telegram through a chat id, in-app messages and content cards through the
+  contact itself, a webhook through the URL given with the request;
 - content is literal (templates come later) and must fit its channel: an email needs a
   subject and a text or HTML body; an SMS at most 1,600 characters (10 segments, Twilio's
   limit); a voice call some text to say; a webhook a JSON object;
@@ -22,11 +23,16 @@ CHANNEL_ADDRESS: dict[str, AddressKind | None] = {
     "email": AddressKind.EMAIL,
     "sms": AddressKind.PHONE,
     "voice": AddressKind.PHONE,
+    "push": AddressKind.PUSH,
+    "web_push": AddressKind.WEB_PUSH,
+    "telegram": AddressKind.TELEGRAM,
     "in_app": None,
     "content_card": None,
     "webhook": None,
 }
 SENDABLE_CHANNELS = tuple(CHANNEL_ADDRESS)
+# Channels that reach every active device of the contact, one message each.
+DEVICE_CHANNELS = frozenset({"push", "web_push"})
 MAX_SMS_CHARACTERS = 1600
 MAX_VOICE_CHARACTERS = 3900  # Twilio takes 4,000 characters of TwiML, markup included
 MAX_SUBJECT = 998  # RFC 5322 line limit
@@ -65,6 +71,21 @@ def check_content(channel: str, content: dict[str, Any]) -> list[FieldError]:
     elif channel == "voice":
         if not _text(content, "text", MAX_VOICE_CHARACTERS, errors):
             errors.append(FieldError("content.text", "a call needs the text to say"))
+    elif channel in DEVICE_CHANNELS:
+        _text(content, "title", 200, errors)
+        _text(content, "url", 2048, errors)
+        _text(content, "image", 2048, errors)
+        if not _text(content, "body", 4000, errors):
+            errors.append(FieldError("content.body", "a push notification needs a body"))
+        data = content.get("data")
+        if data is not None and not (
+            isinstance(data, dict) and all(isinstance(v, str) for v in data.values())
+        ):
+            errors.append(FieldError("content.data", "must be an object of string values"))
+    elif channel == "telegram":
+        _text(content, "photo", 2048, errors)
+        if not _text(content, "text", 4096, errors) and not content.get("photo"):
+            errors.append(FieldError("content.text", "a Telegram message needs text or a photo"))
     elif channel in ("in_app", "content_card"):
         _check_inbox_content(channel, content, errors)
     elif channel == "webhook" and not isinstance(content.get("data"), dict):

@@ -14,7 +14,12 @@ import orjson
 from sqlalchemy import Connection, select
 
 from junction.domain.addresses import InvalidAddress, normalize_email, normalize_phone
-from junction.domain.sending import CHANNEL_ADDRESS, check_category, check_content
+from junction.domain.sending import (
+    CHANNEL_ADDRESS,
+    DEVICE_CHANNELS,
+    check_category,
+    check_content,
+)
 from junction.errors import Conflict, FieldError, InvalidInput, NotFound
 from junction.store import outbox
 from junction.store.identity import find_contact_id
@@ -47,14 +52,17 @@ class Answer:
     replayed: bool = False
 
 
-def _recipient(conn: Connection, workspace_id: int, request: SendRequest) -> tuple[int | None, str]:
-    """(contact id, address) for the request's channel."""
+def _recipients(
+    conn: Connection, workspace_id: int, request: SendRequest
+) -> tuple[int | None, list[tuple[str, dict[str, Any]]]]:
+    """(contact id, [(address, what the provider needs beside it)]) for the request's channel:
+    one address, or every active device for push and web push."""
     to, channel = request.to, request.channel
     if channel == "webhook":
         url = to.get("url", "")
         if not url.startswith(("https://", "http://")):
             raise InvalidInput(FieldError("to.url", "a webhook needs the http(s) URL to call"))
-        return None, url
+        return None, [(url, {})]
     if "userId" in to:
         contact_id = find_contact_id(conn, workspace_id, to["userId"])
         if contact_id is None:
@@ -63,34 +71,49 @@ def _recipient(conn: Connection, workspace_id: int, request: SendRequest) -> tup
             )
         kind = CHANNEL_ADDRESS[channel]
         if kind is None:  # in-app and content cards are pulled by the contact's app
-            return contact_id, to["userId"]
-        address = conn.execute(
-            select(addresses.c.value)
+            return contact_id, [(to["userId"], {})]
+        rows = conn.execute(
+            select(addresses.c.value, addresses.c.details)
             .where(
                 addresses.c.contact_id == contact_id,
                 addresses.c.kind == kind,
                 addresses.c.status == "active",
             )
             .order_by(addresses.c.updated_at.desc(), addresses.c.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        if address is None:
+        ).all()
+        if not rows:
             raise InvalidInput(
                 FieldError("to.userId", f"contact {to['userId']!r} has no active {kind} address")
             )
-        return contact_id, address
+        if channel not in DEVICE_CHANNELS:
+            rows = rows[:1]
+        return contact_id, [(row.value, _beside(channel, row.details)) for row in rows]
     try:
         if channel == "email" and "email" in to:
-            return None, normalize_email(to["email"])
+            return None, [(normalize_email(to["email"]), {})]
         if channel in ("sms", "voice") and "phone" in to:
-            return None, normalize_phone(to["phone"]).e164
+            return None, [(normalize_phone(to["phone"]).e164, {})]
     except InvalidAddress as error:
         field = "to.email" if channel == "email" else "to.phone"
         raise InvalidInput(FieldError(field, str(error))) from None
-    wanted = {"email": "userId or email", "sms": "userId or phone", "voice": "userId or phone"}
+    if channel == "telegram" and to.get("chatId"):
+        return None, [(to["chatId"], {})]
+    wanted = {
+        "email": "userId or email",
+        "sms": "userId or phone",
+        "voice": "userId or phone",
+        "telegram": "userId or chatId",
+    }
     raise InvalidInput(
         FieldError("to", f"a {channel} message needs {wanted.get(channel, 'userId')}")
     )
+
+
+def _beside(channel: str, details: dict[str, Any] | None) -> dict[str, Any]:
+    """What a provider needs besides the address: a web-push subscription's keys."""
+    if channel == "web_push" and details:
+        return {"subscription_keys": details.get("keys", {})}
+    return {}
 
 
 def accept(
@@ -121,25 +144,33 @@ def accept(
     errors = check_content(request.channel, request.content) + check_category(request.category)
     if errors:
         raise InvalidInput(errors)
-    contact_id, address = _recipient(conn, workspace_id, request)
+    contact_id, targets = _recipients(conn, workspace_id, request)
     key = f"api:{idempotency_key}" if idempotency_key else f"api:{uuid.uuid4()}"
+    provider = provider_for(conn, workspace_id, request.channel)
+    # One message per device; the first keeps the request's key, so a single-address
+    # channel's message key is exactly the Idempotency-Key.
+    keys = [key] + [f"{key}:{index}" for index in range(1, len(targets))]
     ids = outbox.enqueue(
         conn,
         [
             outbox.Intent(
                 workspace_id=workspace_id,
-                idempotency_key=key,
+                idempotency_key=message_key,
                 channel=request.channel,
-                provider=provider_for(conn, workspace_id, request.channel),
+                provider=provider,
                 to_address=address,
-                content=request.content,
+                content={**request.content, **beside},
                 contact_id=contact_id,
                 category=request.category,
             )
+            for message_key, (address, beside) in zip(keys, targets, strict=True)
         ],
         now,
     )
-    answer = Answer(202, {"id": ids[key], "status": outbox.QUEUED})
+    body: dict[str, Any] = {"id": ids[key], "status": outbox.QUEUED}
+    if request.channel in DEVICE_CHANNELS:
+        body["ids"] = [ids[message_key] for message_key in keys]
+    answer = Answer(202, body)
     if idempotency_key is not None:
         insert_ignoring_conflicts(
             conn,

@@ -129,3 +129,66 @@ def test_a_dead_message_can_be_replayed_once_the_provider_works(
     assert shown["status"] == "sent" and len(fake.sent) == 1
     assert [h["outcome"] for h in shown["history"]] == ["dead", "sent"]
     assert client.post("/v1/messages/999999/replay").status_code == 404
+
+
+def test_a_push_goes_to_every_active_device(client, database, clock) -> None:  # type: ignore[no-untyped-def]
+    from tests.api.test_contacts_api import AUTH, P256DH
+
+    client.post("/v1/contacts/ada/devices", json={"type": "ios", "token": "phone-token"})
+    client.post("/v1/contacts/ada/devices", json={"type": "android", "token": "tablet-token"})
+    client.post(
+        "/v1/contacts/ada/devices",
+        json={
+            "type": "web_push",
+            "subscription": {
+                "endpoint": "https://push.example/sub/1",
+                "keys": {"p256dh": P256DH, "auth": AUTH},
+            },
+        },
+    )
+    push = client.post(
+        "/v1/messages",
+        json={
+            "to": {"userId": "ada"},
+            "channel": "push",
+            "content": {"title": "Hi", "body": "New reply"},
+        },
+    )
+    assert push.status_code == 202, push.text
+    ids = push.json()["ids"]
+    assert len(ids) == 2 and push.json()["id"] == ids[0]
+    targets = {client.get(f"/v1/messages/{i}").json()["to"] for i in ids}
+    assert targets == {"phone-token", "tablet-token"}
+    web = client.post(
+        "/v1/messages",
+        json={"to": {"userId": "ada"}, "channel": "web_push", "content": {"body": "New reply"}},
+    ).json()
+    shown = client.get(f"/v1/messages/{web['id']}").json()
+    assert shown["to"] == "https://push.example/sub/1"
+    assert shown["content"]["subscription_keys"] == {"p256dh": P256DH, "auth": AUTH}
+
+
+def test_push_content_and_telegram_recipients_are_checked(client, database) -> None:  # type: ignore[no-untyped-def]
+    client.post("/v1/contacts/ada/devices", json={"type": "ios", "token": "phone-token"})
+    bad = client.post(
+        "/v1/messages",
+        json={
+            "to": {"userId": "ada"},
+            "channel": "push",
+            "content": {"title": "Hi", "data": {"n": 1}},
+        },
+    )
+    assert {e["field"] for e in bad.json()["error"]["errors"]} == {"content.body", "content.data"}
+    chat = client.post(
+        "/v1/messages",
+        json={"to": {"chatId": "123456"}, "channel": "telegram", "content": {"text": "Hello"}},
+    )
+    assert chat.status_code == 202
+    missing = client.post(
+        "/v1/messages",
+        json={"to": {"email": "a@x.io"}, "channel": "telegram", "content": {"text": "Hello"}},
+    )
+    assert missing.json()["error"]["errors"][0] == {
+        "field": "to",
+        "message": "a telegram message needs userId or chatId",
+    }
