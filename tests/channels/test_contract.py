@@ -1,0 +1,149 @@
+"""The contract every channel adapter keeps, the same tests over each, against its real or
+fake provider: it describes itself, a send either returns a result or raises exactly one of
+the three outcomes (retry later, permanent failure, address invalid), and closing is safe.
+
+Each adapter joins by adding a harness: how to build it against its fake, and how to make
+its provider answer each outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from junction.channels import registry
+from junction.channels.base import (
+    Adapter,
+    AddressInvalid,
+    Channel,
+    OutboundMessage,
+    PermanentFailure,
+    ProviderConfig,
+    RetryLater,
+    SendResult,
+)
+from tests.channels import test_smtp, test_twilio, test_webhook
+from tests.channels.sending import send
+from tests.channels.test_smtp import server  # noqa: F401 - fixtures
+from tests.channels.test_twilio import served, twilio  # noqa: F401 - fixtures
+from tests.channels.test_webhook import receiver  # noqa: F401 - fixtures
+
+OUTCOMES = ("ok", "retry", "permanent", "invalid")
+
+
+@dataclass
+class Harness:
+    name: str
+    config: dict[str, Any]
+    # Script the provider for an outcome; returns the message that meets it.
+    prepare: Callable[[str], OutboundMessage]
+
+    def adapter(self) -> Adapter:
+        return registry.build(self.name, self.config)
+
+
+def smtp_harness(request: pytest.FixtureRequest) -> Harness:
+    controller = request.getfixturevalue("server")
+    recipient = {"ok": "ada", "retry": "later", "permanent": "full", "invalid": "bounce"}
+    return Harness(
+        "smtp",
+        test_smtp.config(controller),
+        lambda outcome: test_smtp.outbound(to=f"{recipient[outcome]}@x.io"),
+    )
+
+
+def twilio_harness(name: str, make: Callable[[str], OutboundMessage]) -> Callable[..., Harness]:
+    def build(request: pytest.FixtureRequest) -> Harness:
+        fake = request.getfixturevalue("twilio")
+
+        def prepare(outcome: str) -> OutboundMessage:
+            number = {
+                "ok": "+33612345678",
+                "retry": "+33612345679",
+                "permanent": "+33612345670",
+                "invalid": "+33612345671",
+            }[outcome]
+            if outcome == "retry":
+                fake.fail_next(1, status=503)
+            elif outcome == "permanent":
+                fake.reject(number, 21408)  # permission to send to that region not enabled
+            elif outcome == "invalid":
+                fake.reject(number, 21211)  # invalid 'To' number
+            return make(number)
+
+        return Harness(name, test_twilio.config(fake), prepare)
+
+    return build
+
+
+def webhook_harness(request: pytest.FixtureRequest) -> Harness:
+    receiver = request.getfixturevalue("receiver")  # noqa: F811
+
+    def prepare(outcome: str) -> OutboundMessage:
+        status = {"ok": 200, "retry": 503, "permanent": 400, "invalid": 410}[outcome]
+        receiver.script.append(receiver.answer(status))
+        return test_webhook.message(receiver.url)
+
+    return Harness("webhook", {"secret": receiver.secret}, prepare)
+
+
+HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Harness]] = {
+    "smtp": smtp_harness,
+    "twilio_sms": twilio_harness("twilio_sms", lambda to: test_twilio.sms(to=to)),
+    "twilio_voice": twilio_harness("twilio_voice", lambda to: test_twilio.call(to=to)),
+    "webhook": webhook_harness,
+}
+
+
+@pytest.fixture(params=sorted(HARNESSES))
+def harness(request: pytest.FixtureRequest) -> Harness:
+    return HARNESSES[request.param](request)
+
+
+def test_every_real_provider_has_a_harness() -> None:
+    assert set(registry.PROVIDERS) - {"capture"} <= set(HARNESSES)
+
+
+def test_it_describes_itself(harness: Harness) -> None:
+    cls = registry.adapter_class(harness.name)
+    assert cls.name == harness.name
+    assert cls.channels and all(isinstance(channel, Channel) for channel in cls.channels)
+    assert issubclass(cls.Config, ProviderConfig)
+    assert cls.Config.model_config.get("extra") == "forbid"
+    assert cls.Config.secret_fields <= set(cls.Config.model_fields)
+    masked = registry.masked(harness.name, harness.config)
+    for field in cls.Config.secret_fields & set(harness.config):
+        assert masked[field] != harness.config[field]
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES)
+def test_a_send_ends_in_exactly_one_outcome(harness: Harness, outcome: str) -> None:
+    [result] = send(harness.adapter(), harness.prepare(outcome))
+    expected = {
+        "ok": SendResult,
+        "retry": RetryLater,
+        "permanent": PermanentFailure,
+        "invalid": AddressInvalid,
+    }[outcome]
+    assert type(result) is expected, result
+    if isinstance(result, SendResult):
+        assert result.provider_message_id
+    if isinstance(result, AddressInvalid):
+        assert result.status in ("invalid", "bounced", "unsubscribed")
+    if not isinstance(result, SendResult):
+        assert result.reason  # every failure says why
+
+
+def test_closing_twice_is_safe(harness: Harness) -> None:
+    import asyncio
+
+    adapter = harness.adapter()
+
+    async def close_twice() -> None:
+        await adapter.aclose()
+        await adapter.aclose()
+
+    asyncio.run(close_twice())
