@@ -15,9 +15,10 @@ from fastapi import APIRouter, Request
 from junction.api.deps import Services, ServicesDep
 from junction.api.responses import JSONAnswer
 from junction.channels import registry
-from junction.channels.base import CallingBack
+from junction.channels.base import CallingBack, Receiving
 from junction.errors import NotFound
 from junction.store.callbacks import apply_updates
+from junction.store.inbound import record_inbound
 from junction.store.providers import config_of
 from junction.threads import in_thread
 
@@ -36,7 +37,8 @@ def _public_url(svc: Services, request: Request) -> str:
 async def provider_callback(
     workspace_id: int, provider: str, request: Request, svc: ServicesDep
 ) -> JSONAnswer:
-    """A delivery report from a provider (status callback, bounce)."""
+    """A delivery report (status callback, bounce) or what a person sent (an inbound SMS,
+    a chat message), as the provider posts it."""
 
     def load(svc: Services) -> dict[str, Any] | None:
         with svc.database.read() as conn:
@@ -47,16 +49,23 @@ async def provider_callback(
         raise NotFound(f"workspace {workspace_id} has no {provider!r} provider configured")
     adapter = registry.build(provider, config)
     try:
-        if not isinstance(adapter, CallingBack):
+        if not isinstance(adapter, CallingBack | Receiving):
             raise NotFound(f"{provider!r} does not call back")
         body = await request.body()
-        updates = adapter.parse_webhook(dict(request.headers), body, _public_url(svc, request))
+        headers, url = dict(request.headers), _public_url(svc, request)
+        updates = (
+            adapter.parse_webhook(headers, body, url) if isinstance(adapter, CallingBack) else []
+        )
+        inbound = (
+            adapter.parse_inbound(headers, body, url) if isinstance(adapter, Receiving) else []
+        )
     finally:
         await adapter.aclose()
 
     def write(svc: Services) -> int:
         with svc.database.write() as conn:
+            record_inbound(conn, workspace_id, inbound, svc.clock.now())
             return apply_updates(conn, workspace_id, provider, updates, svc.clock.now())
 
     applied = await in_thread(write, svc)
-    return JSONAnswer({"received": len(updates), "applied": applied})
+    return JSONAnswer({"received": len(updates), "applied": applied, "inbound": len(inbound)})

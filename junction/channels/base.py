@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -126,6 +127,19 @@ class DeliveryUpdate:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message a person sent us, on any two-way channel, in one shape."""
+
+    channel: str  # "sms", "telegram", "whatsapp", "messenger"
+    sender_id: str  # their address on that channel: E.164 phone, chat id, PSID
+    external_id: str  # the provider's id for this message: inbound deduplicates on it
+    text: str
+    sent_at: datetime | None = None  # when the provider says it was sent, if it says
+    sender_name: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
 @runtime_checkable
 class Adapter(Protocol):
     name: ClassVar[str]
@@ -136,6 +150,17 @@ class Adapter(Protocol):
     async def send(self, message: OutboundMessage) -> SendResult: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Receiving(Protocol):
+    """An adapter whose provider forwards what people send (a two-way channel). It checks
+    the request's signature, raising ``InvalidSignature``, and refuses junk with
+    ``MalformedBody``; a request that carries no message gives an empty list."""
+
+    def parse_inbound(
+        self, headers: Mapping[str, str], body: bytes, url: str
+    ) -> Sequence[InboundMessage]: ...
 
 
 @runtime_checkable

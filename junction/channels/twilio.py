@@ -44,6 +44,7 @@ from junction.channels.base import (
     Channel,
     DeliveryError,
     DeliveryUpdate,
+    InboundMessage,
     OutboundMessage,
     PermanentFailure,
     ProviderConfig,
@@ -211,6 +212,18 @@ class _TwilioAdapter:
             return body if isinstance(body, dict) else {}
         raise _error(response)
 
+    def _verified(self, headers: Mapping[str, str], body: bytes, url: str) -> dict[str, str]:
+        """The form Twilio posted, once its X-Twilio-Signature checks out."""
+        signature = next((v for k, v in headers.items() if k.lower() == "x-twilio-signature"), None)
+        try:
+            params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            raise InvalidSignature("not a Twilio request: the body is not UTF-8") from None
+        validator = RequestValidator(self.config.auth_token)
+        if not signature or not validator.validate(url, params, signature):
+            raise InvalidSignature()
+        return params
+
     def parse_webhook(
         self, headers: Mapping[str, str], body: bytes, url: str
     ) -> Sequence[DeliveryUpdate]:
@@ -219,14 +232,7 @@ class _TwilioAdapter:
         ``url`` is the full public URL Twilio posted to, query string included: Twilio signs
         it. Callbacks arrive out of order; the caller applies them monotonically.
         """
-        signature = next((v for k, v in headers.items() if k.lower() == "x-twilio-signature"), None)
-        try:
-            params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-        except UnicodeDecodeError:
-            raise InvalidSignature("not a Twilio status callback: the body is not UTF-8") from None
-        validator = RequestValidator(self.config.auth_token)
-        if not signature or not validator.validate(url, params, signature):
-            raise InvalidSignature()
+        params = self._verified(headers, body, url)
         sid, raw = params.get(self.sid_field), params.get(self.status_field, "")
         status = self.statuses.get(raw)
         if not sid or status is None:
@@ -252,6 +258,25 @@ class TwilioSmsAdapter(_TwilioAdapter):
     resource = "Messages"
     sid_field = "MessageSid"
     status_field = "MessageStatus"
+
+    def parse_inbound(
+        self, headers: Mapping[str, str], body: bytes, url: str
+    ) -> Sequence[InboundMessage]:
+        """An SMS someone sent to our number (Twilio's messaging webhook: a signed form with
+        From, Body and SmsStatus=received); status callbacks carry none."""
+        params = self._verified(headers, body, url)
+        if params.get("SmsStatus") != "received" or not params.get("From"):
+            return []
+        return [
+            InboundMessage(
+                channel="sms",
+                sender_id=params["From"],
+                external_id=f"twilio:{params.get('MessageSid') or params.get('SmsSid')}",
+                text=params.get("Body", ""),
+                raw=params,
+            )
+        ]
+
     statuses = MESSAGE_STATUSES
     failures: ClassVar[Mapping[str, str]] = {}
 

@@ -57,9 +57,58 @@ def test_a_bounce_forwarded_to_the_hook_marks_the_address(
     forged = client.post(f"/hooks/{tenant.id}/smtp?token=wrong", content=dsn())
     assert forged.status_code == 403
     answer = client.post(f"/hooks/{tenant.id}/smtp?token={token}", content=dsn())
-    assert answer.json() == {"received": 1, "applied": 1}
+    assert answer.json() == {"received": 1, "applied": 1, "inbound": 0}
     message = client.get(f"/v1/messages/{sent.json()['id']}").json()
     assert message["status"] == "bounced"
     assert client.get("/v1/contacts/ada").json()["addresses"][0]["status"] == "bounced"
     with database.read() as conn:
         assert conn.execute(messages.select()).one().status == "bounced"
+
+
+def test_an_inbound_sms_lands_on_its_sender_once(client: TestClient, database, tenant) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import func, select
+
+    from junction.store.tables import contacts, events
+    from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, twilio_signature
+
+    config = {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from_number": "+15017122661"}
+    assert (
+        client.put(
+            "/v1/channels/sms", json={"provider": "twilio_sms", "config": config}
+        ).status_code
+        == 200
+    )
+    client.post("/v1/identify", json={"userId": "ada", "traits": {"phone": "+33612345678"}})
+    url = f"http://testserver/hooks/{tenant.id}/twilio_sms"
+
+    def post(sender: str, sid: str, text: str, signature: str | None = None):  # type: ignore[no-untyped-def]
+        form = {
+            "MessageSid": sid,
+            "AccountSid": ACCOUNT_SID,
+            "From": sender,
+            "To": "+15017122661",
+            "Body": text,
+            "SmsStatus": "received",
+        }
+        signed = signature or twilio_signature(AUTH_TOKEN, url, form)
+        return client.post(url, data=form, headers={"X-Twilio-Signature": signed})
+
+    assert post("+33612345678", "SM1", "Is my order shipped?").json()["inbound"] == 1
+    assert post("+33612345678", "SM1", "Is my order shipped?").status_code == 200  # redelivered
+    assert post("+447700900123", "SM2", "Hello?").status_code == 200  # a stranger
+    assert post("+33612345678", "SM3", "forged", signature="bm9wZQ==").status_code == 403
+
+    received = [
+        e
+        for e in client.get("/v1/contacts/ada").json()["latestEvents"]
+        if e["name"] == "message.received"
+    ]
+    assert [e["properties"]["text"] for e in received] == ["Is my order shipped?"]
+    with database.read() as conn:
+        assert conn.execute(select(func.count()).select_from(contacts)).scalar_one() == 2
+        texts = (
+            conn.execute(select(events.c.properties).where(events.c.name == "message.received"))
+            .scalars()
+            .all()
+        )
+    assert sorted(p["text"] for p in texts) == ["Hello?", "Is my order shipped?"]

@@ -489,9 +489,13 @@ def test_twilios_status_callback_reaches_the_message_through_junctions_hook(
         sid = message(database, tenant, message_id)["providerMessageId"]
 
         answer = twilio.post(twilio.status_callback(sid, "delivered"))
-        assert answer.status_code == 200 and answer.json() == {"received": 1, "applied": 1}
+        assert answer.status_code == 200 and answer.json() == {
+            "received": 1,
+            "applied": 1,
+            "inbound": 0,
+        }
         late = twilio.post(twilio.status_callback(sid, "sent"))  # out of order: ignored
-        assert late.json() == {"received": 1, "applied": 0}
+        assert late.json() == {"received": 1, "applied": 0, "inbound": 0}
         forged = twilio.status_callback(sid, "failed")
         forged.headers["X-Twilio-Signature"] = twilio_signature("not-the-token", hook, {})
         assert twilio.post(forged).status_code == 403
