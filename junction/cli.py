@@ -25,6 +25,8 @@ import_app = typer.Typer(help="Bulk imports.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(workspace_app, name="workspace")
 app.add_typer(import_app, name="import")
+webpush_app = typer.Typer(help="Web push (VAPID) keys.", no_args_is_help=True)
+app.add_typer(webpush_app, name="webpush")
 
 console = Console()
 errors = Console(stderr=True)
@@ -225,6 +227,20 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+@webpush_app.command("keys")
+def webpush_keys() -> None:
+    """Generate a VAPID key pair: the private key goes in the webpush provider's config, the
+    public key is the applicationServerKey your site passes to pushManager.subscribe()."""
+    from junction.channels.webpush import generate_vapid_keys
+
+    private_pem, public_key = generate_vapid_keys()
+    # Plain print: a terminal-width wrap would break the keys when copied.
+    console.print("public key (applicationServerKey):")
+    print(public_key)
+    console.print("private key (vapid_private_key; keep it secret):")
+    print(private_pem)
 
 
 @app.command()

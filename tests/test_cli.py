@@ -90,3 +90,16 @@ def test_db_upgrade_then_check_is_clean(env: Path) -> None:
     assert run("db", "upgrade")[0] == 0
     code, output = run("db", "check")
     assert code == 0 and "matches" in output
+
+
+def test_webpush_keys_are_a_usable_pair(env: Path) -> None:
+    from junction.channels.webpush import vapid_public_key
+
+    code, output = run("webpush", "keys")
+    assert code == 0, output
+    public = re.search(r"applicationServerKey\):\n(\S+)", output)
+    pem = output[
+        output.index("-----BEGIN") : output.index("-----", output.index("-----END") + 5) + 5
+    ]
+    assert public is not None
+    assert vapid_public_key(pem) == public.group(1)

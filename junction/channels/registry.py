@@ -19,6 +19,7 @@ PROVIDERS: Mapping[str, str] = {
     "twilio_sms": "junction.channels.twilio:TwilioSmsAdapter",
     "twilio_voice": "junction.channels.twilio:TwilioVoiceAdapter",
     "webhook": "junction.channels.webhook:WebhookAdapter",
+    "webpush": "junction.channels.webpush:WebPushAdapter",
 }
 
 

@@ -112,3 +112,69 @@ def test_an_inbound_sms_lands_on_its_sender_once(client: TestClient, database, t
             .all()
         )
     assert sorted(p["text"] for p in texts) == ["Hello?", "Is my order shipped?"]
+
+
+def test_junk_at_any_hook_is_a_4xx_never_a_500(settings, database, clock, tenant) -> None:  # type: ignore[no-untyped-def]
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as run
+    from hypothesis import strategies as st
+
+    from junction.api.app import create_app
+    from junction.store.providers import set_channel_provider
+    from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN
+
+    with database.write() as conn:
+        set_channel_provider(
+            conn,
+            tenant.id,
+            "sms",
+            "twilio_sms",
+            {
+                "account_sid": ACCOUNT_SID,
+                "auth_token": AUTH_TOKEN,
+                "from_number": "+15017122661",
+            },
+            clock.now(),
+        )
+        set_channel_provider(
+            conn,
+            tenant.id,
+            "email",
+            "smtp",
+            {
+                "host": "127.0.0.1",
+                "from_address": "shop@example.com",
+                "bounce_token": "bounce-token-0123456789",
+            },
+            clock.now(),
+        )
+    client = TestClient(create_app(settings, database, clock), raise_server_exceptions=False)
+    hooks = [
+        f"/hooks/{tenant.id}/twilio_sms",
+        f"/hooks/{tenant.id}/smtp?token=bounce-token-0123456789",
+    ]
+
+    @run(
+        max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(
+        hook=st.sampled_from(hooks),
+        body=st.binary(max_size=2000),
+        signature=st.text(max_size=40),
+        kind=st.sampled_from(
+            ["application/x-www-form-urlencoded", "message/rfc822", "application/json"]
+        ),
+    )
+    def junk(hook: str, body: bytes, signature: str, kind: str) -> None:
+        answer = client.post(
+            hook,
+            content=body,
+            headers={
+                "Content-Type": kind,
+                "X-Twilio-Signature": signature.encode("ascii", "ignore").decode(),
+            },
+        )
+        assert answer.status_code < 500, (hook, body, answer.text)
+
+    junk()
+    client.close()

@@ -25,11 +25,12 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
-from tests.channels import test_smtp, test_twilio, test_webhook
+from tests.channels import test_smtp, test_twilio, test_webhook, test_webpush
 from tests.channels.sending import send
 from tests.channels.test_smtp import server  # noqa: F401 - fixtures
 from tests.channels.test_twilio import served, twilio  # noqa: F401 - fixtures
 from tests.channels.test_webhook import receiver  # noqa: F401 - fixtures
+from tests.channels.test_webpush import push  # noqa: F401 - fixtures
 
 OUTCOMES = ("ok", "retry", "permanent", "invalid")
 
@@ -90,11 +91,33 @@ def webhook_harness(request: pytest.FixtureRequest) -> Harness:
     return Harness("webhook", {"secret": receiver.secret}, prepare)
 
 
+def webpush_harness(request: pytest.FixtureRequest) -> Harness:
+    service = request.getfixturevalue("push")
+
+    def prepare(outcome: str) -> OutboundMessage:
+        subscription = service.subscribe()
+        if outcome == "retry":
+            service.fail_next(1, 503)
+        elif outcome == "permanent":
+            service.fail_next(1, 413)
+        elif outcome == "invalid":
+            service.unsubscribe(subscription)
+        return test_webpush.message(subscription)
+
+    config = {
+        "vapid_private_key": test_webpush.PRIVATE_PEM,
+        "vapid_subject": "mailto:ops@example.com",
+        "allow_http": True,
+    }
+    return Harness("webpush", config, prepare)
+
+
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Harness]] = {
     "smtp": smtp_harness,
     "twilio_sms": twilio_harness("twilio_sms", lambda to: test_twilio.sms(to=to)),
     "twilio_voice": twilio_harness("twilio_voice", lambda to: test_twilio.call(to=to)),
     "webhook": webhook_harness,
+    "webpush": webpush_harness,
 }
 
 
