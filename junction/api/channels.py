@@ -54,7 +54,13 @@ async def set_channel(
                 "provider", f"{choice.provider} does not carry {channel}; it carries {carried}"
             )
         )
-    parsed = registry.validate_config(choice.provider, choice.config)
+
+    def stored(svc: Services) -> dict[str, Any]:
+        with svc.database.read() as conn:
+            return providers.config_of(conn, workspace_id, choice.provider)
+
+    given = registry.unmasked(choice.provider, choice.config, await in_thread(stored, svc))
+    parsed = registry.validate_config(choice.provider, given)
     config = parsed.model_dump(mode="json", exclude_unset=True)  # what was given, normalised
 
     def write(svc: Services) -> None:

@@ -15,6 +15,7 @@ from junction.errors import FieldError, InvalidInput
 # name → "module:Class". Adding a provider adds one line here and one module.
 PROVIDERS: Mapping[str, str] = {
     "capture": "junction.channels.capture:CaptureAdapter",
+    "fcm": "junction.channels.fcm:FcmAdapter",
     "smtp": "junction.channels.smtp:SmtpAdapter",
     "twilio_sms": "junction.channels.twilio:TwilioSmsAdapter",
     "twilio_voice": "junction.channels.twilio:TwilioVoiceAdapter",
@@ -55,13 +56,25 @@ def build(name: str, config: Mapping[str, Any] | None = None) -> Adapter:
     return adapter_class(name)(validate_config(name, config))  # type: ignore[call-arg]
 
 
+def _hide(value: Any) -> Any:
+    if isinstance(value, dict):  # e.g. extra headers: hide each value, keep the names
+        return {key: _hide(inner) for key, inner in value.items()}
+    return "********" + str(value)[-4:] if value else value
+
+
 def masked(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """The configuration as the API shows it: secret fields never in clear."""
     secret = adapter_class(name).Config.secret_fields
+    return {key: _hide(value) if key in secret else value for key, value in config.items()}
 
-    def hide(value: Any) -> Any:
-        if isinstance(value, dict):  # e.g. extra headers: hide each value, keep the names
-            return {key: hide(inner) for key, inner in value.items()}
-        return "********" + str(value)[-4:] if value else value
 
-    return {key: hide(value) if key in secret else value for key, value in config.items()}
+def unmasked(name: str, given: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration sent back as it was shown (secrets masked) keeps the stored secrets:
+    editing one field of a provider must not overwrite its key with asterisks."""
+    secret = adapter_class(name).Config.secret_fields
+    return {
+        key: stored[key]
+        if key in secret and key in stored and value == _hide(stored[key])
+        else value
+        for key, value in given.items()
+    }

@@ -46,3 +46,19 @@ def test_a_provider_must_carry_the_channel(client: TestClient) -> None:
     answer = client.put("/v1/channels/sms", json={"provider": "webhook", "config": {}})
     assert answer.status_code == 422
     assert "does not carry sms" in answer.json()["error"]["errors"][0]["message"]
+
+
+def test_a_config_sent_back_masked_keeps_its_secrets(client: TestClient, database) -> None:  # type: ignore[no-untyped-def]
+    import base64
+
+    from junction.store.tables import provider_configs
+
+    secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
+    client.put("/v1/channels/webhook", json={"provider": "webhook", "config": {"secret": secret}})
+    shown = client.get("/v1/channels").json()["channels"][0]["config"]
+    edited = {**shown, "timeout": 5}
+    answer = client.put("/v1/channels/webhook", json={"provider": "webhook", "config": edited})
+    assert answer.status_code == 200, answer.text
+    with database.read() as conn:
+        stored = conn.execute(provider_configs.select()).one().config
+    assert stored == {"secret": secret, "timeout": 5}

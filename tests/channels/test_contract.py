@@ -25,8 +25,9 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
-from tests.channels import test_smtp, test_twilio, test_webhook, test_webpush
+from tests.channels import test_fcm, test_smtp, test_twilio, test_webhook, test_webpush
 from tests.channels.sending import send
+from tests.channels.test_fcm import fcm, fcm_served  # noqa: F401 - fixtures
 from tests.channels.test_smtp import server  # noqa: F401 - fixtures
 from tests.channels.test_twilio import served, twilio  # noqa: F401 - fixtures
 from tests.channels.test_webhook import receiver  # noqa: F401 - fixtures
@@ -112,7 +113,24 @@ def webpush_harness(request: pytest.FixtureRequest) -> Harness:
     return Harness("webpush", config, prepare)
 
 
+def fcm_harness(request: pytest.FixtureRequest) -> Harness:
+    fake = request.getfixturevalue("fcm")
+
+    def prepare(outcome: str) -> OutboundMessage:
+        token = f"device-{outcome}"
+        if outcome == "retry":
+            fake.fail_next(1, status=503)
+        elif outcome == "permanent":
+            fake.reject(token, "BAD_PAYLOAD")  # INVALID_ARGUMENT, not about the token
+        elif outcome == "invalid":
+            fake.reject(token, "UNREGISTERED")
+        return test_fcm.push_message(token)
+
+    return Harness("fcm", test_fcm.config(fake), prepare)
+
+
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Harness]] = {
+    "fcm": fcm_harness,
     "smtp": smtp_harness,
     "twilio_sms": twilio_harness("twilio_sms", lambda to: test_twilio.sms(to=to)),
     "twilio_voice": twilio_harness("twilio_voice", lambda to: test_twilio.call(to=to)),
