@@ -17,6 +17,7 @@ PROVIDERS: Mapping[str, str] = {
     "capture": "junction.channels.capture:CaptureAdapter",
     "fcm": "junction.channels.fcm:FcmAdapter",
     "smtp": "junction.channels.smtp:SmtpAdapter",
+    "telegram": "junction.channels.telegram:TelegramAdapter",
     "twilio_sms": "junction.channels.twilio:TwilioSmsAdapter",
     "twilio_voice": "junction.channels.twilio:TwilioVoiceAdapter",
     "webhook": "junction.channels.webhook:WebhookAdapter",

@@ -83,8 +83,11 @@ def check_content(channel: str, content: dict[str, Any]) -> list[FieldError]:
         ):
             errors.append(FieldError("content.data", "must be an object of string values"))
     elif channel == "telegram":
-        _text(content, "photo", 2048, errors)
-        if not _text(content, "text", 4096, errors) and not content.get("photo"):
+        photo = _text(content, "photo", 2048, errors)
+        # A photo's caption (its text, when no caption is given) holds 1,024 characters.
+        limit = 1024 if photo else 4096
+        text = _text(content, "caption" if "caption" in content else "text", limit, errors)
+        if not text and not photo:
             errors.append(FieldError("content.text", "a Telegram message needs text or a photo"))
     elif channel in ("in_app", "content_card"):
         _check_inbox_content(channel, content, errors)

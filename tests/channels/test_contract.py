@@ -8,7 +8,7 @@ its provider answer each outcome.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,13 +25,21 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
-from tests.channels import test_fcm, test_smtp, test_twilio, test_webhook, test_webpush
+from tests.channels import (
+    test_fcm,
+    test_smtp,
+    test_telegram,
+    test_twilio,
+    test_webhook,
+    test_webpush,
+)
 from tests.channels.sending import send
 from tests.channels.test_fcm import fcm, fcm_served  # noqa: F401 - fixtures
 from tests.channels.test_smtp import server  # noqa: F401 - fixtures
 from tests.channels.test_twilio import served, twilio  # noqa: F401 - fixtures
 from tests.channels.test_webhook import receiver  # noqa: F401 - fixtures
 from tests.channels.test_webpush import push  # noqa: F401 - fixtures
+from tests.fakes.telegram import FakeTelegram
 
 OUTCOMES = ("ok", "retry", "permanent", "invalid")
 
@@ -129,11 +137,41 @@ def fcm_harness(request: pytest.FixtureRequest) -> Harness:
     return Harness("fcm", test_fcm.config(fake), prepare)
 
 
+@pytest.fixture(scope="module")
+def telegram_fake() -> Iterator[FakeTelegram]:
+    fake = FakeTelegram()  # its own: the name "served" is Twilio's here
+    with fake.serve():
+        yield fake
+
+
+def telegram_harness(request: pytest.FixtureRequest) -> Harness:
+    fake = request.getfixturevalue("telegram_fake")
+    fake.reset()
+
+    def prepare(outcome: str) -> OutboundMessage:
+        chat = {"ok": 1001, "retry": 1002, "permanent": 1003, "invalid": 1004}[outcome]
+        if outcome == "retry":
+            fake.fail_next(1, 429, retry_after=3)
+        elif outcome == "permanent":
+            fake.reject(chat, 400, "Bad Request: message text is empty")
+        elif outcome == "invalid":
+            fake.block(chat)
+        return test_telegram.message(chat)
+
+    config = {
+        "bot_token": test_telegram.BOT_TOKEN,
+        "base_url": fake.base_url,
+        "webhook_secret": test_telegram.SECRET,
+    }
+    return Harness("telegram", config, prepare)
+
+
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Harness]] = {
     "fcm": fcm_harness,
     "smtp": smtp_harness,
     "twilio_sms": twilio_harness("twilio_sms", lambda to: test_twilio.sms(to=to)),
     "twilio_voice": twilio_harness("twilio_voice", lambda to: test_twilio.call(to=to)),
+    "telegram": telegram_harness,
     "webhook": webhook_harness,
     "webpush": webpush_harness,
 }
