@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
 
 from junction.api.deps import Services, ServicesDep
 from junction.api.responses import JSONAnswer
 from junction.channels import registry
-from junction.channels.base import CallingBack, Receiving
+from junction.channels.base import Adapter, CallingBack, Receiving, Subscribing
 from junction.errors import NotFound
 from junction.store.callbacks import apply_updates
 from junction.store.inbound import record_inbound
@@ -33,13 +34,21 @@ def _public_url(svc: Services, request: Request) -> str:
     return base.rstrip("/") + request.url.path + query
 
 
-@router.post("/{workspace_id}/{provider}", response_class=JSONAnswer)
-async def provider_callback(
+@router.get("/{workspace_id}/{provider}", response_class=PlainTextResponse)
+async def provider_handshake(
     workspace_id: int, provider: str, request: Request, svc: ServicesDep
-) -> JSONAnswer:
-    """A delivery report (status callback, bounce) or what a person sent (an inbound SMS,
-    a chat message), as the provider posts it."""
+) -> PlainTextResponse:
+    """A provider checking the callback URL before using it (Meta's hub.challenge)."""
+    adapter = await _adapter(svc, workspace_id, provider)
+    try:
+        if not isinstance(adapter, Subscribing):
+            raise NotFound(f"{provider!r} has no subscription handshake")
+        return PlainTextResponse(adapter.verify_subscription(dict(request.query_params)))
+    finally:
+        await adapter.aclose()
 
+
+async def _adapter(svc: Services, workspace_id: int, provider: str) -> Adapter:
     def load(svc: Services) -> dict[str, Any] | None:
         with svc.database.read() as conn:
             return config_of(conn, workspace_id, provider) or None
@@ -47,7 +56,17 @@ async def provider_callback(
     config = await in_thread(load, svc)
     if config is None:
         raise NotFound(f"workspace {workspace_id} has no {provider!r} provider configured")
-    adapter = registry.build(provider, config)
+    return registry.build(provider, config)
+
+
+@router.post("/{workspace_id}/{provider}", response_class=JSONAnswer)
+async def provider_callback(
+    workspace_id: int, provider: str, request: Request, svc: ServicesDep
+) -> JSONAnswer:
+    """A delivery report (status callback, bounce) or what a person sent (an inbound SMS,
+    a chat message), as the provider posts it."""
+
+    adapter = await _adapter(svc, workspace_id, provider)
     try:
         if not isinstance(adapter, CallingBack | Receiving):
             raise NotFound(f"{provider!r} does not call back")

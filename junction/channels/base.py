@@ -164,6 +164,14 @@ class Receiving(Protocol):
 
 
 @runtime_checkable
+class Subscribing(Protocol):
+    """An adapter whose provider checks the webhook URL before using it (Meta's GET
+    handshake): returns the challenge to echo, or raises ``InvalidSignature``."""
+
+    def verify_subscription(self, params: Mapping[str, str]) -> str: ...
+
+
+@runtime_checkable
 class CallingBack(Protocol):
     """An adapter whose provider calls back with delivery updates."""
 

@@ -26,6 +26,7 @@ CHANNEL_ADDRESS: dict[str, AddressKind | None] = {
     "push": AddressKind.PUSH,
     "web_push": AddressKind.WEB_PUSH,
     "telegram": AddressKind.TELEGRAM,
+    "whatsapp": AddressKind.PHONE,
     "in_app": None,
     "content_card": None,
     "webhook": None,
@@ -89,11 +90,29 @@ def check_content(channel: str, content: dict[str, Any]) -> list[FieldError]:
         text = _text(content, "caption" if "caption" in content else "text", limit, errors)
         if not text and not photo:
             errors.append(FieldError("content.text", "a Telegram message needs text or a photo"))
+    elif channel == "whatsapp":
+        _check_whatsapp_content(content, errors)
     elif channel in ("in_app", "content_card"):
         _check_inbox_content(channel, content, errors)
     elif channel == "webhook" and not isinstance(content.get("data"), dict):
         errors.append(FieldError("content.data", "a webhook sends a JSON object in data"))
     return errors
+
+
+def _check_whatsapp_content(content: dict[str, Any], errors: list[FieldError]) -> None:
+    template = content.get("template")
+    if template is None:
+        if not _text(content, "text", 4096, errors):
+            errors.append(FieldError("content.text", "a WhatsApp message needs text or a template"))
+        return
+    if not isinstance(template, dict) or not all(
+        isinstance(template.get(key), str) and template.get(key) for key in ("name", "language")
+    ):
+        errors.append(
+            FieldError("content.template", "give the approved template's name and language")
+        )
+    elif not all(isinstance(p, str) for p in template.get("parameters", [])):
+        errors.append(FieldError("content.template.parameters", "must be a list of strings"))
 
 
 def _check_inbox_content(channel: str, content: dict[str, Any], errors: list[FieldError]) -> None:

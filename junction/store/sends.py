@@ -20,12 +20,13 @@ from junction.domain.sending import (
     check_category,
     check_content,
 )
+from junction.domain.sessions import WINDOW_HOURS, check_session
 from junction.errors import Conflict, FieldError, InvalidInput, NotFound
 from junction.store import outbox
 from junction.store.identity import find_contact_id
 from junction.store.providers import provider_for
 from junction.store.sql import insert_ignoring_conflicts
-from junction.store.tables import addresses, api_requests, message_attempts, messages
+from junction.store.tables import addresses, api_requests, events, message_attempts, messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ def _recipients(
     try:
         if channel == "email" and "email" in to:
             return None, [(normalize_email(to["email"]), {})]
-        if channel in ("sms", "voice") and "phone" in to:
+        if channel in ("sms", "voice", "whatsapp") and "phone" in to:
             return None, [(normalize_phone(to["phone"]).e164, {})]
     except InvalidAddress as error:
         field = "to.email" if channel == "email" else "to.phone"
@@ -106,6 +107,29 @@ def _recipients(
     }
     raise InvalidInput(
         FieldError("to", f"a {channel} message needs {wanted.get(channel, 'userId')}")
+    )
+
+
+def last_inbound(
+    conn: Connection, workspace_id: int, contact_id: int | None, address: str, channel: str
+) -> datetime | None:
+    """When the person last wrote to us on ``channel`` (the session window's clock)."""
+    if contact_id is None:  # a raw number: whoever has it
+        contact_id = conn.execute(
+            select(addresses.c.contact_id)
+            .where(addresses.c.workspace_id == workspace_id, addresses.c.value == address)
+            .limit(1)
+        ).scalar_one_or_none()
+        if contact_id is None:
+            return None
+    received = conn.execute(
+        select(events.c.timestamp, events.c.properties)
+        .where(events.c.contact_id == contact_id, events.c.name == "message.received")
+        .order_by(events.c.timestamp.desc())
+        .limit(200)
+    )
+    return next(
+        (row.timestamp for row in received if row.properties.get("channel") == channel), None
     )
 
 
@@ -145,6 +169,11 @@ def accept(
     if errors:
         raise InvalidInput(errors)
     contact_id, targets = _recipients(conn, workspace_id, request)
+    if request.channel in WINDOW_HOURS:
+        last = last_inbound(conn, workspace_id, contact_id, targets[0][0], request.channel)
+        errors = check_session(request.channel, request.content, last, now)
+        if errors:
+            raise InvalidInput(errors)
     key = f"api:{idempotency_key}" if idempotency_key else f"api:{uuid.uuid4()}"
     provider = provider_for(conn, workspace_id, request.channel)
     # One message per device; the first keeps the request's key, so a single-address

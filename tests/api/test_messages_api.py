@@ -192,3 +192,47 @@ def test_push_content_and_telegram_recipients_are_checked(client, database) -> N
         "field": "to",
         "message": "a telegram message needs userId or chatId",
     }
+
+
+def test_whatsapp_free_text_only_inside_the_24_hour_window(client, database, clock, tenant) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from junction.channels.base import InboundMessage
+    from junction.store.inbound import record_inbound
+
+    client.post("/v1/identify", json={"userId": "ada", "traits": {"phone": "+33612345678"}})
+    text = {"to": {"userId": "ada"}, "channel": "whatsapp", "content": {"text": "Your order?"}}
+    template = {
+        "to": {"userId": "ada"},
+        "channel": "whatsapp",
+        "content": {"template": {"name": "order_update", "language": "fr", "parameters": ["1001"]}},
+    }
+
+    refused = client.post("/v1/messages", json=text)
+    assert refused.status_code == 422
+    assert "never written" in refused.json()["error"]["errors"][0]["message"]
+    assert client.post("/v1/messages", json=template).status_code == 202
+
+    with database.write() as conn:  # Ada writes to us on WhatsApp
+        record_inbound(
+            conn,
+            tenant.id,
+            [
+                InboundMessage(
+                    channel="whatsapp",
+                    sender_id="+33612345678",
+                    external_id="whatsapp:wamid.1",
+                    text="Where is my order?",
+                    sent_at=clock.now(),
+                )
+            ],
+            clock.now(),
+        )
+    assert client.post("/v1/messages", json=text).status_code == 202
+    by_phone = {**text, "to": {"phone": "+33612345678"}}
+    assert client.post("/v1/messages", json=by_phone).status_code == 202
+
+    clock.advance(timedelta(hours=24, minutes=1))
+    late = client.post("/v1/messages", json=text)
+    assert late.status_code == 422 and "last message was at" in late.text
+    assert client.post("/v1/messages", json=template).status_code == 202
