@@ -28,8 +28,6 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -50,6 +48,7 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
+from junction.channels.http import json_or_none, retry_after
 
 HTTP_URL = r"^https?://\S+$"
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -153,7 +152,7 @@ class FcmAdapter:
                     "may send with Firebase Cloud Messaging in this project"
                 )
         if response.is_success:
-            body = _json(response)
+            body = json_or_none(response)
             name = body.get("name") if isinstance(body, dict) else None
             return SendResult(provider_message_id=name if isinstance(name, str) else None)
         raise fcm_error(response)
@@ -222,7 +221,7 @@ class FcmAdapter:
             raise RetryLater(
                 f"cannot reach Google's token endpoint: {type(error).__name__}: {error}"
             ) from None
-        body = _json(response)
+        body = json_or_none(response)
         body = body if isinstance(body, dict) else {}
         if response.is_success:
             token, lifetime = body.get("access_token"), body.get("expires_in")
@@ -238,7 +237,7 @@ class FcmAdapter:
             reason += f" ({body['error_description']})"
         reason += f" (HTTP {response.status_code})"
         if response.status_code == 429 or response.status_code >= 500:
-            raise RetryLater(reason, _retry_after(response))
+            raise RetryLater(reason, retry_after(response))
         raise PermanentFailure(reason + "; check the service account key of this provider")
 
 
@@ -343,7 +342,7 @@ def fcm_error(response: httpx.Response) -> DeliveryError:
             return AddressInvalid(reason, "invalid")
         return PermanentFailure(reason + "; the payload Junction built was refused")
     if fcm_code in RETRIED_ERRORS or status == 429 or status >= 500:
-        return RetryLater(reason, _retry_after(response))
+        return RetryLater(reason, retry_after(response))
     if fcm_code == "THIRD_PARTY_AUTH_ERROR":
         reason += "; check the APNs certificate or web-push credentials in the Firebase project"
     elif status == 403:
@@ -360,7 +359,7 @@ def _token_refused(response: httpx.Response) -> bool:
 
 
 def _error_body(response: httpx.Response) -> dict[str, Any]:
-    parsed = _json(response)
+    parsed = json_or_none(response)
     error = parsed.get("error") if isinstance(parsed, dict) else None
     return error if isinstance(error, dict) else {}
 
@@ -398,28 +397,3 @@ def _token_violated(error: Mapping[str, Any]) -> bool:
         ):
             return True
     return False
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:  # a proxy's HTML error page, an empty body
-        return None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds: a number, or an HTTP date read against the response's own
-    Date header (so neither clock needs to agree with ours)."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        until: datetime = parsedate_to_datetime(value)
-        sent: datetime = parsedate_to_datetime(response.headers.get("Date", ""))
-        return max(0.0, (until - sent).total_seconds())
-    except (TypeError, ValueError):
-        return None

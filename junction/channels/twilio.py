@@ -27,8 +27,6 @@ Rules kept here:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -51,6 +49,7 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
+from junction.channels.http import json_or_none, retry_after
 from junction.domain.sms import segment
 from junction.errors import InvalidSignature
 
@@ -208,7 +207,7 @@ class _TwilioAdapter:
         except httpx.TransportError as error:
             raise RetryLater(f"cannot reach Twilio: {type(error).__name__}: {error}") from None
         if response.is_success:
-            body = _json(response)
+            body = json_or_none(response)
             return body if isinstance(body, dict) else {}
         raise _error(response)
 
@@ -375,15 +374,8 @@ def _grouped(form: Sequence[tuple[str, str]]) -> dict[str, str | list[str]]:
     return grouped
 
 
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:  # a proxy's HTML error page, an empty body
-        return None
-
-
 def _error(response: httpx.Response) -> DeliveryError:
-    parsed = _json(response)
+    parsed = json_or_none(response)
     body: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
     code: int | None = body["code"] if isinstance(body.get("code"), int) else None
     message = str(body.get("message") or response.reason_phrase or "no message")
@@ -394,25 +386,7 @@ def _error(response: httpx.Response) -> DeliveryError:
     if code is not None and code in ADDRESS_ERRORS:
         return AddressInvalid(reason, ADDRESS_ERRORS[code])
     if status == 429 or code == RATE_LIMITED or status >= 500:
-        return RetryLater(reason, _retry_after(response))
+        return RetryLater(reason, retry_after(response))
     if code == 20003:
         reason += "; check the account_sid and auth_token of this provider"
     return PermanentFailure(reason)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds: a number, or an HTTP date read against the response's own
-    Date header (so neither clock needs to agree with ours)."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        until: datetime = parsedate_to_datetime(value)
-        sent: datetime = parsedate_to_datetime(response.headers.get("Date", ""))
-        return max(0.0, (until - sent).total_seconds())
-    except (TypeError, ValueError):  # not a date, no Date header, or only one with a zone
-        return None

@@ -29,11 +29,9 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import ClassVar, cast
+from typing import ClassVar
 
 import httpx
 from pydantic import Field, field_validator
@@ -50,10 +48,9 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
+from junction.channels.http import MAX_REASON_CHARACTERS, head_of_body, retry_after
 
 DEFAULT_EVENT_TYPE = "message.created"
-MAX_BODY_BYTES = 1024  # of a refusal's body: enough to say why, never the whole of it
-MAX_REASON_CHARACTERS = 200  # of that body, quoted in the error stored on the message
 SECRET_PREFIX = "whsec_"
 # The spec: a symmetric secret is random, at least 24 bytes and at most 64 (512 bits).
 SECRET_BYTES = (24, 64)
@@ -138,22 +135,6 @@ def webhook_id(message: OutboundMessage) -> str:
     return "msg_" + hashlib.sha256(key).hexdigest()[:32]
 
 
-def retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date (RFC 9110)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None  # unreadable: fall back on the dispatcher's backoff
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
 def _checked_url(to: str) -> httpx.URL:
     try:
         url = httpx.URL(to)
@@ -187,22 +168,6 @@ def _envelope(message: OutboundMessage, default_type: str, now: datetime) -> byt
     return text.encode()
 
 
-async def _head_of_body(response: httpx.Response) -> str:
-    """The start of a response body, read off the wire (not decompressed), then left."""
-    kept = bytearray()
-    # aiter_raw is an async generator: close it at once rather than when collected.
-    chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
-    try:
-        async with aclosing(chunks):
-            async for chunk in chunks:
-                kept += chunk[: MAX_BODY_BYTES - len(kept)]
-                if len(kept) >= MAX_BODY_BYTES:
-                    break
-    except httpx.TransportError:
-        pass  # the status is the answer; a body cut short only explains less
-    return " ".join(kept.decode("utf-8", "replace").split())[:MAX_REASON_CHARACTERS]
-
-
 async def _outcome(response: httpx.Response, sent_id: str) -> SendResult:
     status = response.status_code
     if 200 <= status < 300:
@@ -213,12 +178,12 @@ async def _outcome(response: httpx.Response, sent_id: str) -> SendResult:
             f"{status} {response.reason_phrase}: redirects to {where} are not followed; "
             "send to the final URL"
         )
-    head = await _head_of_body(response)
+    head = await head_of_body(response)
     said = f"{status} {response.reason_phrase}" + (f": {head}" if head else "")
     if status == 410:
         raise AddressInvalid(f"{said} (the endpoint wants no more webhooks)", status="invalid")
     if status in (408, 429) or 500 <= status < 600:
-        raise RetryLater(said, retry_after(response.headers.get("retry-after"), datetime.now(UTC)))
+        raise RetryLater(said, retry_after(response))
     raise PermanentFailure(said)
 
 

@@ -49,11 +49,8 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Literal, cast
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import http_ece
 import httpx
@@ -73,6 +70,7 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
+from junction.channels.http import head_of_body, retry_after
 
 # RFC 8030 §7.2: push services must accept 4,096 bytes of payload; aes128gcm adds a header
 # (16 salt + 4 record size + 1 + 65 key id), a 16-byte tag and a 1-byte padding delimiter.
@@ -80,8 +78,6 @@ MAX_MESSAGE_BYTES = 4096
 MAX_PAYLOAD_BYTES = MAX_MESSAGE_BYTES - 86 - 16 - 1  # 3,993 bytes of JSON
 JWT_LIFETIME = 12 * 3600  # seconds; RFC 8292 allows at most 24 hours
 JWT_RENEW_BEFORE = 3600  # a cached token is replaced once it has less than this left
-MAX_BODY_BYTES = 1024  # of a refusal's body
-MAX_REASON_CHARACTERS = 200
 PAYLOAD_KEYS = ("title", "body", "url", "icon", "data")
 MAILTO = re.compile(r"mailto:[^@\s]+@[^@\s]+")
 
@@ -176,22 +172,6 @@ class WebPushConfig(ProviderConfig):
         raise ValueError(
             "must be a mailto: address or an https:// URL, e.g. mailto:ops@example.com"
         )
-
-
-def retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date (RFC 9110)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def topic(message: OutboundMessage) -> str:
@@ -328,33 +308,17 @@ class WebPushAdapter:
         await self._client.aclose()
 
 
-async def _head_of_body(response: httpx.Response) -> str:
-    """The start of a refusal's body, enough to say why; the rest is never read."""
-    kept = bytearray()
-    # aiter_raw is an async generator: close it at once rather than when collected.
-    chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
-    try:
-        async with aclosing(chunks):
-            async for chunk in chunks:
-                kept += chunk[: MAX_BODY_BYTES - len(kept)]
-                if len(kept) >= MAX_BODY_BYTES:
-                    break
-    except httpx.TransportError:
-        pass  # the status is the answer
-    return " ".join(kept.decode("utf-8", "replace").split())[:MAX_REASON_CHARACTERS]
-
-
 async def _outcome(response: httpx.Response) -> SendResult:
     status = response.status_code
     if 200 <= status < 300:
         location = response.headers.get("location")
         return SendResult(provider_message_id=location or None, details={"status": status})
-    text = await _head_of_body(response)
+    text = await head_of_body(response)
     said = f"{status} {response.reason_phrase}" + (f": {text}" if text else "")
     if status in (404, 410):
         raise AddressInvalid(f"{said} (the subscription has expired or was withdrawn)")
     if status in (408, 429) or 500 <= status < 600:
-        raise RetryLater(said, retry_after(response.headers.get("retry-after"), datetime.now(UTC)))
+        raise RetryLater(said, retry_after(response))
     if status == 413:
         raise PermanentFailure(f"{said} (the push service refused the payload's size)")
     if status in (401, 403):

@@ -35,7 +35,9 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
-from junction.channels.webhook import MAX_REASON_CHARACTERS, WebhookAdapter, retry_after
+from junction.channels.http import MAX_REASON_CHARACTERS
+from junction.channels.http import parse_retry_after as retry_after
+from junction.channels.webhook import WebhookAdapter
 from junction.engine.dispatcher import Dispatcher
 from junction.errors import InvalidInput
 from junction.store.providers import set_channel_provider
