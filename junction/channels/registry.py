@@ -21,6 +21,7 @@ PROVIDERS: Mapping[str, str] = {
     "twilio_sms": "junction.channels.twilio:TwilioSmsAdapter",
     "twilio_voice": "junction.channels.twilio:TwilioVoiceAdapter",
     "webhook": "junction.channels.webhook:WebhookAdapter",
+    "whatsapp": "junction.channels.whatsapp:WhatsAppAdapter",
     "webpush": "junction.channels.webpush:WebPushAdapter",
 }
 

@@ -32,6 +32,7 @@ from tests.channels import (
     test_twilio,
     test_webhook,
     test_webpush,
+    test_whatsapp,
 )
 from tests.channels.sending import send
 from tests.channels.test_fcm import fcm, fcm_served  # noqa: F401 - fixtures
@@ -40,6 +41,7 @@ from tests.channels.test_twilio import served, twilio  # noqa: F401 - fixtures
 from tests.channels.test_webhook import receiver  # noqa: F401 - fixtures
 from tests.channels.test_webpush import push  # noqa: F401 - fixtures
 from tests.fakes.telegram import FakeTelegram
+from tests.fakes.whatsapp import FakeWhatsApp
 
 OUTCOMES = ("ok", "retry", "permanent", "invalid")
 
@@ -166,6 +168,42 @@ def telegram_harness(request: pytest.FixtureRequest) -> Harness:
     return Harness("telegram", config, prepare)
 
 
+@pytest.fixture(scope="module")
+def whatsapp_fake() -> Iterator[FakeWhatsApp]:
+    fake = FakeWhatsApp()
+    with fake.serve():
+        yield fake
+
+
+def whatsapp_harness(request: pytest.FixtureRequest) -> Harness:
+    fake = request.getfixturevalue("whatsapp_fake")
+    fake.reset()
+
+    def prepare(outcome: str) -> OutboundMessage:
+        number = {
+            "ok": "+14155550101",
+            "retry": "+14155550102",
+            "permanent": "+14155550103",
+            "invalid": "+14155550104",
+        }[outcome]
+        if outcome == "retry":
+            fake.fail_next(1, code=131000)
+        elif outcome == "permanent":
+            fake.reject(number, 131047)  # outside the 24-hour window
+        elif outcome == "invalid":
+            fake.reject(number, 131026)  # not a WhatsApp user
+        return test_whatsapp.message(number)
+
+    config = {
+        "access_token": test_whatsapp.ACCESS_TOKEN,
+        "phone_number_id": test_whatsapp.PHONE_NUMBER_ID,
+        "app_secret": test_whatsapp.APP_SECRET,
+        "verify_token": test_whatsapp.VERIFY_TOKEN,
+        "base_url": fake.base_url,
+    }
+    return Harness("whatsapp", config, prepare)
+
+
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Harness]] = {
     "fcm": fcm_harness,
     "smtp": smtp_harness,
@@ -174,6 +212,7 @@ HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Harness]] = {
     "telegram": telegram_harness,
     "webhook": webhook_harness,
     "webpush": webpush_harness,
+    "whatsapp": whatsapp_harness,
 }
 
 
