@@ -25,6 +25,7 @@ class Recipient(BaseModel):
     chat_id: str | None = Field(
         default=None, alias="chatId", max_length=64, description="for the telegram channel"
     )
+    psid: str | None = Field(default=None, max_length=64, description="for the messenger channel")
 
 
 class NewMessage(BaseModel):

@@ -23,6 +23,7 @@ class AddressKind(StrEnum):
     PUSH = "push"  # an iOS or Android device token
     WEB_PUSH = "web_push"  # an RFC 8030 push subscription
     TELEGRAM = "telegram"  # a Telegram chat id
+    MESSENGER = "messenger"  # a page-scoped id (PSID) on Facebook Messenger
 
 
 class AddressStatus(StrEnum):

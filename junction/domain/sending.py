@@ -27,6 +27,7 @@ CHANNEL_ADDRESS: dict[str, AddressKind | None] = {
     "web_push": AddressKind.WEB_PUSH,
     "telegram": AddressKind.TELEGRAM,
     "whatsapp": AddressKind.PHONE,
+    "messenger": AddressKind.MESSENGER,
     "in_app": None,
     "content_card": None,
     "webhook": None,
@@ -37,6 +38,10 @@ DEVICE_CHANNELS = frozenset({"push", "web_push"})
 MAX_SMS_CHARACTERS = 1600
 MAX_VOICE_CHARACTERS = 3900  # Twilio takes 4,000 characters of TwiML, markup included
 MAX_SUBJECT = 998  # RFC 5322 line limit
+# Messenger's message tags: what may go outside the 24-hour window.
+MESSENGER_TAGS = frozenset(
+    {"CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE", "ACCOUNT_UPDATE", "HUMAN_AGENT"}
+)
 _CATEGORY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
@@ -92,6 +97,13 @@ def check_content(channel: str, content: dict[str, Any]) -> list[FieldError]:
             errors.append(FieldError("content.text", "a Telegram message needs text or a photo"))
     elif channel == "whatsapp":
         _check_whatsapp_content(content, errors)
+    elif channel == "messenger":
+        if not _text(content, "text", 2000, errors):
+            errors.append(FieldError("content.text", "a Messenger message needs its text"))
+        tag = content.get("tag")
+        if tag is not None and tag not in MESSENGER_TAGS:
+            allowed = ", ".join(sorted(MESSENGER_TAGS))
+            errors.append(FieldError("content.tag", f"must be one of: {allowed}"))
     elif channel in ("in_app", "content_card"):
         _check_inbox_content(channel, content, errors)
     elif channel == "webhook" and not isinstance(content.get("data"), dict):

@@ -13,6 +13,10 @@ from typing import Any
 from junction.errors import FieldError
 
 WINDOW_HOURS = {"whatsapp": 24, "messenger": 24}
+FIX = {
+    "whatsapp": "send an approved template instead",
+    "messenger": "send it with a message tag that allows it, such as POST_PURCHASE_UPDATE",
+}
 
 
 def window_open(last_inbound: datetime | None, now: datetime, hours: int) -> bool:
@@ -23,7 +27,9 @@ def check_session(
     channel: str, content: dict[str, Any], last_inbound: datetime | None, now: datetime
 ) -> list[FieldError]:
     hours = WINDOW_HOURS.get(channel)
-    if hours is None or "template" in content or window_open(last_inbound, now, hours):
+    # WhatsApp's approved templates and Messenger's message tags may go outside the window.
+    allowed = "template" in content or "tag" in content
+    if hours is None or allowed or window_open(last_inbound, now, hours):
         return []
     since = (
         f"their last message was at {last_inbound.isoformat()}"
@@ -34,6 +40,6 @@ def check_session(
         FieldError(
             "content.text",
             f"{channel} allows free text only within {hours} h of the person's last message "
-            f"({since}); send an approved template instead",
+            f"({since}); {FIX[channel]}",
         )
     ]

@@ -26,6 +26,7 @@ SENDER_KIND: dict[str, AddressKind] = {
     "sms": AddressKind.PHONE,
     "whatsapp": AddressKind.PHONE,
     "telegram": AddressKind.TELEGRAM,
+    "messenger": AddressKind.MESSENGER,
 }
 
 

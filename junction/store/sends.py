@@ -99,6 +99,8 @@ def _recipients(
         raise InvalidInput(FieldError(field, str(error))) from None
     if channel == "telegram" and to.get("chatId"):
         return None, [(to["chatId"], {})]
+    if channel == "messenger" and to.get("psid"):
+        return None, [(to["psid"], {})]
     wanted = {
         "email": "userId or email",
         "sms": "userId or phone",

@@ -37,3 +37,11 @@ def test_a_category_is_transactional_or_a_topic_key() -> None:
     assert check_category("transactional") == []
     assert check_category("product-news") == []
     assert [e.field for e in check_category("Product News!")] == ["category"]
+
+
+def test_messenger_content_and_tags() -> None:
+    assert check_content("messenger", {"text": "Hi"}) == []
+    assert [e.field for e in check_content("messenger", {"text": "Hi", "tag": "PROMO"})] == [
+        "content.tag"
+    ]
+    assert [e.field for e in check_content("messenger", {"text": "x" * 2001})] == ["content.text"]

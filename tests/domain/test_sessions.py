@@ -26,3 +26,12 @@ def test_templates_and_other_channels_are_not_held_to_it() -> None:
     assert check_session("whatsapp", template, None, NOW) == []
     assert check_session("sms", {"text": "Hi"}, None, NOW) == []
     assert check_session("whatsapp", {"text": "Hi"}, NOW - timedelta(hours=1), NOW) == []
+
+
+def test_messenger_tags_may_go_outside_the_window() -> None:
+    [error] = check_session("messenger", {"text": "Hi"}, None, NOW)
+    assert "message tag" in error.message
+    assert (
+        check_session("messenger", {"text": "Shipped", "tag": "POST_PURCHASE_UPDATE"}, None, NOW)
+        == []
+    )
