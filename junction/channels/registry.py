@@ -14,8 +14,10 @@ from junction.errors import FieldError, InvalidInput
 
 # name → "module:Class". Adding a provider adds one line here and one module.
 PROVIDERS: Mapping[str, str] = {
+    "apns": "junction.channels.apns:ApnsAdapter",
     "capture": "junction.channels.capture:CaptureAdapter",
     "fcm": "junction.channels.fcm:FcmAdapter",
+    "messenger": "junction.channels.messenger:MessengerAdapter",
     "smtp": "junction.channels.smtp:SmtpAdapter",
     "telegram": "junction.channels.telegram:TelegramAdapter",
     "twilio_sms": "junction.channels.twilio:TwilioSmsAdapter",

@@ -26,7 +26,9 @@ from junction.channels.base import (
     SendResult,
 )
 from tests.channels import (
+    test_apns,
     test_fcm,
+    test_messenger,
     test_smtp,
     test_telegram,
     test_twilio,
@@ -35,11 +37,13 @@ from tests.channels import (
     test_whatsapp,
 )
 from tests.channels.sending import send
+from tests.channels.test_apns import apns, apns_served  # noqa: F401 - fixtures
 from tests.channels.test_fcm import fcm, fcm_served  # noqa: F401 - fixtures
 from tests.channels.test_smtp import server  # noqa: F401 - fixtures
 from tests.channels.test_twilio import served, twilio  # noqa: F401 - fixtures
 from tests.channels.test_webhook import receiver  # noqa: F401 - fixtures
 from tests.channels.test_webpush import push  # noqa: F401 - fixtures
+from tests.fakes.messenger import FakeMessenger
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.whatsapp import FakeWhatsApp
 
@@ -123,6 +127,22 @@ def webpush_harness(request: pytest.FixtureRequest) -> Harness:
     return Harness("webpush", config, prepare)
 
 
+def apns_harness(request: pytest.FixtureRequest) -> Harness:
+    fake = request.getfixturevalue("apns")
+
+    def prepare(outcome: str) -> OutboundMessage:
+        token = {"ok": "0a", "retry": "0b", "permanent": "0c", "invalid": "0d"}[outcome] * 32
+        if outcome == "retry":
+            fake.fail_next(1, status=503)
+        elif outcome == "permanent":
+            fake.reject(token, "TopicDisallowed")
+        elif outcome == "invalid":
+            fake.reject(token, "Unregistered")
+        return test_apns.push_message(token)
+
+    return Harness("apns", test_apns.config(fake), prepare)
+
+
 def fcm_harness(request: pytest.FixtureRequest) -> Harness:
     fake = request.getfixturevalue("fcm")
 
@@ -204,8 +224,45 @@ def whatsapp_harness(request: pytest.FixtureRequest) -> Harness:
     return Harness("whatsapp", config, prepare)
 
 
+@pytest.fixture(scope="module")
+def messenger_fake() -> Iterator[FakeMessenger]:
+    fake = FakeMessenger()
+    with fake.serve():
+        yield fake
+
+
+def messenger_harness(request: pytest.FixtureRequest) -> Harness:
+    fake = request.getfixturevalue("messenger_fake")
+    fake.reset()
+
+    def prepare(outcome: str) -> OutboundMessage:
+        psid = {
+            "ok": "1254459154682911",
+            "retry": "1254459154682912",
+            "permanent": "1254459154682913",
+            "invalid": "1254459154682914",
+        }[outcome]
+        if outcome == "retry":
+            fake.fail_next(1, code=1200)
+        elif outcome == "permanent":
+            fake.reject(psid, 10, 2018278)  # outside the 24-hour window
+        elif outcome == "invalid":
+            fake.reject(psid, 551)  # this person isn't available
+        return test_messenger.message(psid)
+
+    config = {
+        "page_access_token": test_messenger.PAGE_ACCESS_TOKEN,
+        "app_secret": test_messenger.APP_SECRET,
+        "verify_token": test_messenger.VERIFY_TOKEN,
+        "base_url": fake.base_url,
+    }
+    return Harness("messenger", config, prepare)
+
+
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Harness]] = {
+    "apns": apns_harness,
     "fcm": fcm_harness,
+    "messenger": messenger_harness,
     "smtp": smtp_harness,
     "twilio_sms": twilio_harness("twilio_sms", lambda to: test_twilio.sms(to=to)),
     "twilio_voice": twilio_harness("twilio_voice", lambda to: test_twilio.call(to=to)),
