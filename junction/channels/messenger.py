@@ -37,8 +37,6 @@ Rules kept here (https://developers.facebook.com/docs/messenger-platform/referen
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 from collections.abc import Mapping
@@ -49,6 +47,7 @@ import httpx
 from pydantic import Field
 
 from junction import __version__
+from junction.channels import meta
 from junction.channels.base import (
     AddressInvalid,
     Capabilities,
@@ -63,14 +62,13 @@ from junction.channels.base import (
     SendResult,
 )
 from junction.channels.http import retry_after
-from junction.errors import FieldError, InvalidSignature, MalformedBody
+from junction.errors import FieldError, MalformedBody
 
 HTTP_URL = r"^https?://\S+$"
 API_VERSION = r"^v[0-9]{1,3}\.[0-9]{1,3}$"
 PSID = re.compile(r"[0-9]{1,32}")
 MAX_TEXT = 2000  # characters of a text message
 MAX_REASON_CHARACTERS = 200  # of Meta's message, quoted in the stored error
-SIGNATURE_HEADER = "x-hub-signature-256"
 TAGS = frozenset(
     {"CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE", "ACCOUNT_UPDATE", "HUMAN_AGENT"}
 )
@@ -175,20 +173,7 @@ class MessengerAdapter:
     # -- webhooks ----------------------------------------------------------------------
 
     def verify_subscription(self, params: Mapping[str, str]) -> str:
-        """Meta's GET handshake: ``hub.challenge`` when the mode is ``subscribe`` and
-        ``hub.verify_token`` is the configured one, else ``InvalidSignature``."""
-        expected = self.config.verify_token
-        if not expected:
-            raise InvalidSignature("configure verify_token to subscribe Messenger webhooks")
-        given = params.get("hub.verify_token")
-        if params.get("hub.mode") != "subscribe" or not isinstance(given, str):
-            raise InvalidSignature()
-        if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8")):
-            raise InvalidSignature()
-        challenge = params.get("hub.challenge")
-        if not isinstance(challenge, str):
-            raise InvalidSignature("the handshake carries no hub.challenge")
-        return challenge
+        return meta.verify_subscription(self.config.verify_token, params, "Messenger")
 
     def parse_webhook(
         self, headers: Mapping[str, str], body: bytes, url: str = ""
@@ -217,22 +202,7 @@ class MessengerAdapter:
         return received
 
     def _check_signature(self, headers: Mapping[str, str], body: bytes) -> None:
-        secret = self.config.app_secret
-        if not secret:
-            raise InvalidSignature("configure app_secret to accept Messenger webhooks")
-        given = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER), None)
-        if given is None:
-            raise InvalidSignature()
-        digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(
-            given.strip().encode("utf-8", "replace"), f"sha256={digest}".encode()
-        ):
-            raise InvalidSignature()
-
-
-def signature(app_secret: str, body: bytes) -> str:
-    """The ``X-Hub-Signature-256`` value Meta sends with ``body``."""
-    return "sha256=" + hmac.new(app_secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+        meta.check_signature(self.config.app_secret, headers, body, "Messenger")
 
 
 def _request(to: str, content: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,8 +29,6 @@ Rules kept here (https://developers.facebook.com/docs/whatsapp/cloud-api):
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 from collections.abc import Mapping
@@ -41,6 +39,7 @@ import httpx
 from pydantic import Field
 
 from junction import __version__
+from junction.channels import meta
 from junction.channels.base import (
     AddressInvalid,
     Capabilities,
@@ -54,7 +53,8 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
-from junction.errors import FieldError, InvalidSignature, MalformedBody
+from junction.channels.http import retry_after
+from junction.errors import FieldError, MalformedBody
 
 HTTP_URL = r"^https?://\S+$"
 API_VERSION = r"^v[0-9]{1,3}\.[0-9]{1,3}$"
@@ -62,7 +62,6 @@ PHONE_NUMBER_ID = r"^[0-9]{1,30}$"
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 MAX_TEXT = 4096  # characters of a text message's body
 MAX_REASON_CHARACTERS = 200  # of Meta's message, quoted in the stored error
-SIGNATURE_HEADER = "x-hub-signature-256"
 STATUSES = frozenset({"sent", "delivered", "read", "failed"})
 
 RE_ENGAGEMENT = 131047
@@ -163,20 +162,7 @@ class WhatsAppAdapter:
     # -- webhooks ----------------------------------------------------------------------
 
     def verify_subscription(self, params: Mapping[str, str]) -> str:
-        """Meta's GET handshake: ``hub.challenge`` when the mode is ``subscribe`` and
-        ``hub.verify_token`` is the configured one, else ``InvalidSignature``."""
-        expected = self.config.verify_token
-        if not expected:
-            raise InvalidSignature("configure verify_token to subscribe WhatsApp webhooks")
-        given = params.get("hub.verify_token")
-        if params.get("hub.mode") != "subscribe" or not isinstance(given, str):
-            raise InvalidSignature()
-        if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8")):
-            raise InvalidSignature()
-        challenge = params.get("hub.challenge")
-        if not isinstance(challenge, str):
-            raise InvalidSignature("the handshake carries no hub.challenge")
-        return challenge
+        return meta.verify_subscription(self.config.verify_token, params, "WhatsApp")
 
     def parse_webhook(
         self, headers: Mapping[str, str], body: bytes, url: str = ""
@@ -195,22 +181,7 @@ class WhatsAppAdapter:
         return values_of(body)
 
     def _check_signature(self, headers: Mapping[str, str], body: bytes) -> None:
-        secret = self.config.app_secret
-        if not secret:
-            raise InvalidSignature("configure app_secret to accept WhatsApp webhooks")
-        given = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER), None)
-        if given is None:
-            raise InvalidSignature()
-        digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(
-            given.strip().encode("utf-8", "replace"), f"sha256={digest}".encode()
-        ):
-            raise InvalidSignature()
-
-
-def signature(app_secret: str, body: bytes) -> str:
-    """The ``X-Hub-Signature-256`` value Meta sends with ``body``."""
-    return "sha256=" + hmac.new(app_secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+        meta.check_signature(self.config.app_secret, headers, body, "WhatsApp")
 
 
 def _request(to: str, content: Mapping[str, Any]) -> dict[str, Any]:
@@ -288,19 +259,12 @@ def _error(response: httpx.Response, body: Mapping[str, Any]) -> DeliveryError:
     if code == PAIR_RATE_LIMIT:
         return RetryLater(reason, 60.0)
     if code in RATE_LIMITS or status == 429:
-        return RetryLater(reason, _retry_after(response))
+        return RetryLater(reason, retry_after(response))
     if code in PASSING or status >= 500 or response.is_success:
-        return RetryLater(reason, _retry_after(response))
+        return RetryLater(reason, retry_after(response))
     if code == TOKEN_INVALID or status == 401:
         return PermanentFailure(f"{reason}; check the access_token of this provider")
     return PermanentFailure(reason)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
-    except ValueError:
-        return None
 
 
 # -- webhooks ------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from junction.channels.base import (
     SendResult,
     Subscribing,
 )
-from junction.channels.messenger import MessengerAdapter, MessengerConfig, signature
+from junction.channels.messenger import MessengerAdapter, MessengerConfig
+from junction.channels.meta import signature
 from junction.errors import InvalidSignature, MalformedBody
 from tests.channels.sending import send
 from tests.fakes.messenger import (

@@ -26,7 +26,8 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
-from junction.channels.whatsapp import WhatsAppAdapter, WhatsAppConfig, signature
+from junction.channels.meta import signature
+from junction.channels.whatsapp import WhatsAppAdapter, WhatsAppConfig
 from junction.errors import InvalidSignature, MalformedBody
 from tests.channels.sending import send
 from tests.fakes.whatsapp import (
