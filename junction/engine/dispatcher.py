@@ -104,7 +104,11 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set."""
         while not stop.is_set():
-            handled = await self.run_once()
+            try:
+                handled = await self.run_once()
+            except Exception:  # the database away for a moment: log it, keep dispatching
+                log.exception("dispatch round failed; trying again")
+                handled = 0
             if handled == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.settings.idle_wait)
