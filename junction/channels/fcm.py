@@ -36,7 +36,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from junction import __version__
 from junction.channels.base import (
     AddressInvalid,
     Capabilities,
@@ -48,7 +47,7 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
-from junction.channels.http import json_or_none, retry_after
+from junction.channels.http import LazyClient, json_or_none, retry_after
 
 HTTP_URL = r"^https?://\S+$"
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -117,26 +116,17 @@ class FcmAdapter:
         account = config.service_account
         self._token_uri = config.token_uri or account.token_uri
         self._send_path = f"/v1/projects/{account.project_id}/messages:send"
-        self._client: httpx.AsyncClient | None = None
+        self._client = LazyClient(config.base_url, config.timeout)
         self._lock = asyncio.Lock()
         self._access_token: str | None = None
         self._expires_at = 0.0  # time.monotonic()
         self._failure: tuple[float, DeliveryError] | None = None  # the last fetch's, and when
 
     def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self.config.base_url.rstrip("/"),
-                timeout=self.config.timeout,
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
-                headers={"User-Agent": f"junction/{__version__}", "Accept": "application/json"},
-            )
-        return self._client
+        return self._client.get()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._client.aclose()
 
     async def send(self, message: OutboundMessage) -> SendResult:
         payload = {"message": build_message(message)}

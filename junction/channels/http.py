@@ -11,6 +11,9 @@ from typing import Any, cast
 
 import httpx
 
+from junction import __version__
+
+USER_AGENT = f"junction/{__version__}"
 MAX_BODY_BYTES = 1024  # of a refusal's body: enough to say why, never the whole of it
 MAX_REASON_CHARACTERS = 200  # of that body, quoted in the error stored on the message
 
@@ -67,3 +70,37 @@ async def head_of_body(response: httpx.Response) -> str:
     except httpx.TransportError:
         pass  # the status is the answer; a body cut short only explains less
     return " ".join(kept.decode("utf-8", "replace").split())[:MAX_REASON_CHARACTERS]
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The body as a JSON object; an empty one for anything else (HTML, a list, nothing)."""
+    parsed = json_or_none(response)
+    return parsed if isinstance(parsed, dict) else {}
+
+
+class LazyClient:
+    """An adapter's one ``httpx.AsyncClient``, opened on first use and closed by ``aclose``:
+    an adapter built only to check a callback's signature opens no connection, and many
+    sends in flight share one pool."""
+
+    def __init__(
+        self, base_url: str, timeout: float, headers: dict[str, str] | None = None, **options: Any
+    ) -> None:
+        self._options: dict[str, Any] = {
+            "base_url": base_url.rstrip("/"),
+            "timeout": timeout,
+            "limits": httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            "headers": {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})},
+            **options,
+        }
+        self._client: httpx.AsyncClient | None = None
+
+    def get(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(**self._options)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -39,7 +39,6 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import Field
 
-from junction import __version__
 from junction.channels.base import (
     AddressInvalid,
     Capabilities,
@@ -52,6 +51,7 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
+from junction.channels.http import LazyClient, json_object
 from junction.errors import FieldError, InvalidSignature, MalformedBody
 
 HTTP_URL = r"^https?://\S+$"
@@ -118,22 +118,13 @@ class TelegramAdapter:
     def __init__(self, config: TelegramConfig) -> None:
         self.config = config
         # Built on first send: an inbound update builds an adapter only to check its secret.
-        self._client: httpx.AsyncClient | None = None
+        self._client = LazyClient(config.base_url, config.timeout)
 
     def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self.config.base_url.rstrip("/"),
-                timeout=self.config.timeout,
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
-                headers={"User-Agent": f"junction/{__version__}", "Accept": "application/json"},
-            )
-        return self._client
+        return self._client.get()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._client.aclose()
 
     # -- inbound -----------------------------------------------------------------------
 
@@ -188,7 +179,7 @@ class TelegramAdapter:
         except httpx.TransportError as error:
             # The message of a transport error may quote the URL, and so the token: not it.
             raise RetryLater(f"cannot reach Telegram: {type(error).__name__}") from None
-        body = _json(response)
+        body = json_object(response)
         if response.is_success and body.get("ok") is True:
             result = body.get("result")
             return result if isinstance(result, dict) else {}
@@ -248,14 +239,6 @@ def _buttons(buttons: Any) -> list[list[dict[str, str]]]:
             raise PermanentFailure(f"content.buttons.{i}.url must be an http(s) or tg:// URL")
         rows.append([{"text": text, "url": url}])
     return rows
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        parsed = response.json()
-    except ValueError:  # a proxy's HTML error page, an empty body
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
 def _error(response: httpx.Response, body: Mapping[str, Any]) -> DeliveryError:

@@ -35,7 +35,6 @@ from pydantic import Field, ValidationInfo, field_validator
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
-from junction import __version__
 from junction.channels.base import (
     AddressInvalid,
     Capabilities,
@@ -49,7 +48,7 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
-from junction.channels.http import json_or_none, retry_after
+from junction.channels.http import LazyClient, json_or_none, retry_after
 from junction.domain.sms import segment
 from junction.errors import InvalidSignature
 
@@ -177,23 +176,15 @@ class _TwilioAdapter:
     def __init__(self, config: _TwilioAccount) -> None:
         self.config = config
         # Built on first send: status callbacks build an adapter only to check a signature.
-        self._client: httpx.AsyncClient | None = None
+        self._client = LazyClient(
+            config.base_url, config.timeout, auth=(config.account_sid, config.auth_token)
+        )
 
     def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self.config.base_url.rstrip("/"),
-                auth=(self.config.account_sid, self.config.auth_token),
-                timeout=self.config.timeout,
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
-                headers={"User-Agent": f"junction/{__version__}", "Accept": "application/json"},
-            )
-        return self._client
+        return self._client.get()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._client.aclose()
 
     async def _create(self, form: Sequence[tuple[str, str]]) -> dict[str, Any]:
         """POST a new resource; its JSON on success, else the mapped delivery error."""

@@ -38,7 +38,6 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import Field
 
-from junction import __version__
 from junction.channels import meta
 from junction.channels.base import (
     AddressInvalid,
@@ -53,7 +52,7 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
-from junction.channels.http import retry_after
+from junction.channels.http import LazyClient, json_object, retry_after
 from junction.errors import FieldError, MalformedBody
 
 HTTP_URL = r"^https?://\S+$"
@@ -109,26 +108,17 @@ class WhatsAppAdapter:
 
     def __init__(self, config: WhatsAppConfig) -> None:
         self.config = config
-        self._client: httpx.AsyncClient | None = None  # built on first send
+        self._client = LazyClient(
+            config.base_url,
+            config.timeout,
+            headers={"Authorization": f"Bearer {config.access_token}"},
+        )
 
     def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self.config.base_url.rstrip("/"),
-                timeout=self.config.timeout,
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
-                headers={
-                    "User-Agent": f"junction/{__version__}",
-                    "Accept": "application/json",
-                    "Authorization": f"Bearer {self.config.access_token}",
-                },
-            )
-        return self._client
+        return self._client.get()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._client.aclose()
 
     # -- sending -----------------------------------------------------------------------
 
@@ -148,7 +138,7 @@ class WhatsAppAdapter:
             ) from None
         except httpx.TransportError as error:
             raise RetryLater(f"cannot reach WhatsApp: {type(error).__name__}") from None
-        body = _json(response)
+        body = json_object(response)
         if not response.is_success or "error" in body:
             raise _error(response, body)
         messages = body.get("messages")
@@ -223,14 +213,6 @@ def _template(template: Any) -> dict[str, Any]:
             {"type": "body", "parameters": [{"type": "text", "text": str(p)} for p in parameters]}
         ]
     return built
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        parsed = response.json()
-    except ValueError:  # a proxy's HTML error page, an empty body
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
 def _error(response: httpx.Response, body: Mapping[str, Any]) -> DeliveryError:

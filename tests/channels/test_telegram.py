@@ -31,11 +31,11 @@ from junction.channels.base import (
     RetryLater,
     SendResult,
 )
+from junction.channels.http import json_object
 from junction.channels.telegram import (
     TelegramAdapter,
     TelegramConfig,
     _error,
-    _json,
 )
 from junction.engine.dispatcher import Dispatcher
 from junction.errors import InvalidSignature, MalformedBody
@@ -424,14 +424,14 @@ def test_junk_bodies_give_messages_or_malformed_body_and_nothing_else() -> None:
 
 def test_answers_that_are_not_bot_api_json_are_still_read() -> None:
     proxy = httpx.Response(502, text="<html>Bad gateway</html>")
-    outage = _error(proxy, _json(proxy))
+    outage = _error(proxy, json_object(proxy))
     assert isinstance(outage, RetryLater) and outage.reason == "Telegram error 502: Bad Gateway"
     odd = httpx.Response(200, json={"ok": False})  # 200 but not a success: try again later
-    assert isinstance(_error(odd, _json(odd)), RetryLater)
+    assert isinstance(_error(odd, json_object(odd)), RetryLater)
     limited = httpx.Response(
         429, json={"ok": False, "error_code": 429, "parameters": {"retry_after": "soon"}}
     )
-    unknown_wait = _error(limited, _json(limited))
+    unknown_wait = _error(limited, json_object(limited))
     assert isinstance(unknown_wait, RetryLater) and unknown_wait.retry_after is None
 
 
