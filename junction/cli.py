@@ -251,6 +251,7 @@ def worker() -> None:
 
     from junction.engine import loop
     from junction.engine.dispatcher import Dispatcher, settings_from
+    from junction.engine.personalising import links_from
     from junction.logs import configure_logging
 
     settings = Settings()
@@ -263,7 +264,9 @@ def worker() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             running.add_signal_handler(sig, stop.set)
         console.print("dispatcher running; Ctrl-C to stop")
-        await Dispatcher(database, SystemClock(), settings_from(settings)).run(stop)
+        await Dispatcher(
+            database, SystemClock(), settings_from(settings), links=links_from(settings)
+        ).run(stop)
 
     loop.run(main())
 

@@ -10,7 +10,17 @@ from typing import Any
 from fastapi import FastAPI
 
 from junction import __version__
-from junction.api import channels, contacts, hooks, inbox, ingest, messages, problems
+from junction.api import (
+    channels,
+    contacts,
+    hooks,
+    inbox,
+    ingest,
+    links,
+    messages,
+    problems,
+    templates,
+)
 from junction.api.deps import Services
 from junction.api.responses import JSONAnswer
 from junction.clock import Clock, SystemClock
@@ -38,9 +48,12 @@ def create_app(
             yield
             return
         from junction.engine.dispatcher import Dispatcher, settings_from
+        from junction.engine.personalising import links_from
 
         stop = asyncio.Event()
-        dispatcher = Dispatcher(database, clock, settings_from(settings))
+        dispatcher = Dispatcher(
+            database, clock, settings_from(settings), links=links_from(settings)
+        )
         task = asyncio.create_task(dispatcher.run(stop))
         try:
             yield
@@ -69,6 +82,8 @@ def create_app(
     app.include_router(channels.router)
     app.include_router(hooks.router)
     app.include_router(inbox.router)
+    app.include_router(templates.router)
+    app.include_router(links.router)
     app.include_router(dev_inbox.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -29,10 +29,18 @@ class Recipient(BaseModel):
 
 
 class NewMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     to: Recipient
     channel: Literal[SENDABLE_CHANNELS]  # type: ignore[valid-type]
-    content: dict[str, Any]
+    content: dict[str, Any] | None = Field(default=None, description="literal content")
+    template: str | None = Field(
+        default=None, min_length=1, max_length=64, description="a template's key, instead"
+    )
+    template_version: int | None = Field(default=None, alias="templateVersion", ge=1)
+    locale: str | None = Field(
+        default=None, max_length=35, description="the template locale; default: the contact's"
+    )
+    data: dict[str, Any] | None = Field(default=None, description="{{ data.* }} in the template")
     category: str = Field(default="transactional", description="'transactional' or a topic key")
 
 
@@ -62,6 +70,10 @@ async def send_message(
         to=message.to.model_dump(by_alias=True, exclude_none=True),
         content=message.content,
         category=message.category,
+        template=message.template,
+        template_version=message.template_version,
+        locale=message.locale,
+        data=message.data,
     )
     answer = await in_thread(_accept, svc, workspace_id, request, idempotency_key)
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None

@@ -43,6 +43,8 @@ from junction.clock import Clock
 from junction.domain.ratelimit import Pace
 from junction.domain.retry import RetryPolicy
 from junction.engine.inbox import InboxAdapter
+from junction.engine.personalising import Personaliser
+from junction.render.personalise import Links
 from junction.settings import Settings
 from junction.store import outbox
 from junction.store.database import Database
@@ -87,8 +89,10 @@ class Dispatcher:
         settings: DispatcherSettings | None = None,
         draw: Callable[[], float] = random.random,
         adapters: Mapping[str, Adapter] | None = None,
+        links: Links | None = None,
     ) -> None:
         self.database = database
+        self._personaliser = Personaliser(database, links)
         self.clock = clock
         self.settings = settings or DispatcherSettings()
         self._draw = draw
@@ -119,6 +123,12 @@ class Dispatcher:
         claimed = await in_thread(self._claim)
         if not claimed:
             return 0
+        ready, suppressed = await in_thread(self._personaliser.prepare, claimed)
+        if suppressed:
+            await in_thread(self._record, [self._suppressed(c, why) for c, why in suppressed])
+        if not ready:
+            return len(claimed)
+        claimed = ready
         await self._refresh_adapters({(c.workspace_id, c.provider) for c in claimed})
         # Outcomes are recorded as sends finish, a few at a time, not once for the whole
         # batch: what a crash leaves unrecorded (and so sends again) is only what finished
@@ -220,10 +230,15 @@ class Dispatcher:
                 result = await asyncio.wait_for(
                     adapter.send(message), timeout=self.settings.send_timeout
                 )
+                details = dict(result.details)
+                if claimed.links:  # where each tracked link leads, for the redirect
+                    details["links"] = list(claimed.links)
+                if claimed.rendered and claimed.provider == "capture":
+                    details["rendered"] = dict(claimed.content)  # what the dev inbox shows
                 outcome = {
                     "status": outbox.SENT,
                     "provider_message_id": result.provider_message_id,
-                    "details": dict(result.details) or None,
+                    "details": details or None,
                 }
             except AddressInvalid as error:
                 outcome = {"status": outbox.FAILED, "error": error.reason}
@@ -249,6 +264,20 @@ class Dispatcher:
                 ),
                 invalid_status,
             )
+
+    def _suppressed(self, claimed: outbox.Claimed, reason: str) -> _Sent:
+        now = self.clock.now()
+        return _Sent(
+            claimed,
+            outbox.Outcome(
+                message_id=claimed.id,
+                attempt=claimed.attempts,
+                started_at=now,
+                finished_at=now,
+                status=outbox.SUPPRESSED,
+                error=reason,
+            ),
+        )
 
     def _retry(
         self, claimed: outbox.Claimed, reason: str, retry_after: float | None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -23,6 +24,9 @@ class Change:
     status: str
     at: datetime
     reason: str | None = None
+    # One event per (message, key): the status by default; ``clicked:2`` for the third link.
+    key: str | None = None
+    properties: dict[str, Any] | None = None
 
 
 def record_changes(conn: Connection, changes: Sequence[Change], received_at: datetime) -> None:
@@ -31,12 +35,19 @@ def record_changes(conn: Connection, changes: Sequence[Change], received_at: dat
         (
             c.workspace_id,
             c.contact_id,
-            f"junction:message:{c.message_id}:{c.status}",
+            f"junction:message:{c.message_id}:{c.key or c.status}",
             "track",
             f"message.{c.status}",
             None,
             None,
-            driver_json({"messageId": c.message_id, "channel": c.channel, "reason": c.reason}),
+            driver_json(
+                {
+                    "messageId": c.message_id,
+                    "channel": c.channel,
+                    "reason": c.reason,
+                    **(c.properties or {}),
+                }
+            ),
             None,
             None,
             time(c.at),

@@ -25,6 +25,7 @@ QUEUED = "queued"
 SENDING = "sending"
 RETRYING = "retrying"
 SENT = "sent"
+SUPPRESSED = "suppressed"  # decided not to send: the reason is in last_error
 DELIVERED = "delivered"
 FAILED = "failed"
 DEAD = "dead"
@@ -57,6 +58,9 @@ class Claimed:
     contact_id: int | None
     attempts: int
     locale: str | None = None  # the contact's, for voice and localised content
+    contact: dict[str, Any] | None = None  # what templates see as {{ contact }}
+    links: tuple[str, ...] = ()  # targets of the tracked links rendered into the content
+    rendered: bool = False  # content came from a template at claim time
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +129,14 @@ def claim(conn: Connection, now: datetime, limit: int, lease: timedelta) -> list
         and_(messages.c.status == SENDING, messages.c.lease_until < now),
     )
     query = (
-        select(messages, contacts.c.locale)
+        select(
+            messages,
+            contacts.c.locale,
+            contacts.c.user_id,
+            contacts.c.traits,
+            contacts.c.timezone,
+            contacts.c.country,
+        )
         .outerjoin(contacts, contacts.c.id == messages.c.contact_id)
         .where(due)
         .order_by(messages.c.due_at, messages.c.id)
@@ -159,9 +170,20 @@ def claim(conn: Connection, now: datetime, limit: int, lease: timedelta) -> list
             contact_id=row.contact_id,
             attempts=row.attempts + 1,
             locale=row.locale,
+            contact=contact_namespace(row) if row.contact_id is not None else None,
         )
         for row in rows
     ]
+
+
+def contact_namespace(row: Any) -> dict[str, Any]:
+    return {
+        **(row.traits or {}),
+        "userId": row.user_id,
+        "timezone": row.timezone,
+        "locale": row.locale,
+        "country": row.country,
+    }
 
 
 def record(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:

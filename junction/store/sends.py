@@ -22,19 +22,30 @@ from junction.domain.sending import (
 )
 from junction.domain.sessions import WINDOW_HOURS, check_session
 from junction.errors import Conflict, FieldError, InvalidInput, NotFound
-from junction.store import outbox
+from junction.store import outbox, templates
 from junction.store.identity import find_contact_id
 from junction.store.providers import provider_for
 from junction.store.sql import insert_ignoring_conflicts
-from junction.store.tables import addresses, api_requests, events, message_attempts, messages
+from junction.store.tables import (
+    addresses,
+    api_requests,
+    contacts,
+    events,
+    message_attempts,
+    messages,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
     channel: str
     to: dict[str, str]
-    content: dict[str, Any]
+    content: dict[str, Any] | None
     category: str = "transactional"
+    template: str | None = None  # a template's key, instead of literal content
+    template_version: int | None = None  # default: the current version
+    locale: str | None = None  # default: the contact's
+    data: dict[str, Any] | None = None  # {{ data.* }} in the template
 
     def fingerprint(self) -> str:
         body = {
@@ -42,6 +53,7 @@ class SendRequest:
             "to": self.to,
             "content": self.content,
             "category": self.category,
+            "template": [self.template, self.template_version, self.locale, self.data],
         }
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -135,6 +147,46 @@ def last_inbound(
     )
 
 
+def _template_reference(
+    conn: Connection, workspace_id: int, request: SendRequest, contact_id: int | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what the message stores: the template's key, version and data; the shape of the
+    channel's block, for the session-window check)."""
+    assert request.template is not None
+    try:
+        version = request.template_version or templates.current_version(
+            conn, workspace_id, request.template
+        )
+        compiled = templates.load(conn, workspace_id, request.template, version)
+    except NotFound as error:
+        raise InvalidInput(FieldError("template", error.message)) from None
+    if compiled.definition.kind != "message":
+        raise InvalidInput(
+            FieldError("template", f"{request.template!r} is a landing page; SMS links to it")
+        )
+    locale = request.locale
+    if locale is None and contact_id is not None:
+        locale = conn.execute(
+            select(contacts.c.locale).where(contacts.c.id == contact_id)
+        ).scalar_one_or_none()
+    _, block = compiled.definition.block(request.channel, locale)
+    if block is None:
+        offered = ", ".join(compiled.definition.channel_names())
+        raise InvalidInput(
+            FieldError(
+                "channel",
+                f"template {request.template!r} has no {request.channel} content "
+                f"(it has: {offered})",
+            )
+        )
+    content: dict[str, Any] = {"templateKey": request.template, "templateVersion": version}
+    if request.data:
+        content["data"] = request.data
+    if request.locale:
+        content["locale"] = request.locale
+    return content, block.model_dump(by_alias=True, exclude_none=True)
+
+
 def _beside(channel: str, details: dict[str, Any] | None) -> dict[str, Any]:
     """What a provider needs besides the address: a web-push subscription's keys."""
     if channel == "web_push" and details:
@@ -167,13 +219,25 @@ def accept(
                 )
             return Answer(earlier.status_code, dict(earlier.response), replayed=True)
 
-    errors = check_content(request.channel, request.content) + check_category(request.category)
+    errors = check_category(request.category)
+    if request.template is None:
+        if request.content is None:
+            errors.append(FieldError("content", "give the content, or a template's key"))
+        else:
+            errors += check_content(request.channel, request.content)
+    elif request.content is not None:
+        errors.append(FieldError("content", "give either content or a template, not both"))
     if errors:
         raise InvalidInput(errors)
     contact_id, targets = _recipients(conn, workspace_id, request)
+    content, shape = (
+        (request.content, request.content)
+        if request.content is not None
+        else _template_reference(conn, workspace_id, request, contact_id)
+    )
     if request.channel in WINDOW_HOURS:
         last = last_inbound(conn, workspace_id, contact_id, targets[0][0], request.channel)
-        errors = check_session(request.channel, request.content, last, now)
+        errors = check_session(request.channel, shape, last, now)
         if errors:
             raise InvalidInput(errors)
     key = f"api:{idempotency_key}" if idempotency_key else f"api:{uuid.uuid4()}"
@@ -190,7 +254,7 @@ def accept(
                 channel=request.channel,
                 provider=provider,
                 to_address=address,
-                content={**request.content, **beside},
+                content={**content, **beside},
                 contact_id=contact_id,
                 category=request.category,
             )
@@ -291,7 +355,6 @@ def captured(
 ) -> list[dict[str, Any]]:
     """What the capture provider stood in for, and what went to in-app inboxes, newest first,
     with the contact each was for."""
-    from junction.store.tables import contacts
 
     query = (
         select(messages, contacts.c.user_id)
@@ -304,7 +367,14 @@ def captured(
     )
     if channel is not None:
         query = query.where(messages.c.channel == channel)
-    return [{**_view(row), "userId": row.user_id} for row in conn.execute(query)]
+    return [
+        {
+            **_view(row),
+            "content": (row.details or {}).get("rendered", row.content),
+            "userId": row.user_id,
+        }
+        for row in conn.execute(query)
+    ]
 
 
 def replay(conn: Connection, workspace_id: int, message_id: int, now: datetime) -> dict[str, Any]:

@@ -234,3 +234,41 @@ inbox_items = Table(
     UniqueConstraint("message_id"),
     Index(None, "contact_id", "id"),
 )
+
+# Templates: one row per key, one per saved version (a version never changes once saved, so
+# a message queued with version 3 renders version 3 even after version 4 is saved).
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # "message" | "landing"
+    Column("name", String(200)),
+    Column("current_version", Integer, nullable=False),
+    Column("archived_at", Time),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    UniqueConstraint("workspace_id", "key"),
+)
+
+template_versions = Table(
+    "template_versions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("template_id", Id, ForeignKey("templates.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("definition", Json, nullable=False),
+    Column("digest", String(64), nullable=False),  # an unchanged apply saves no new version
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("template_id", "version"),
+)
+
+# Workspace constants: what every template of the workspace can use as {{ workspace.NAME }}.
+workspace_constants = Table(
+    "workspace_constants",
+    metadata,
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True),
+    Column("constants", Json, nullable=False),
+    Column("updated_at", Time, nullable=False),
+)
