@@ -128,14 +128,13 @@ class Dispatcher:
             await in_thread(self._record, [self._suppressed(c, why) for c, why in suppressed])
         if not ready:
             return len(claimed)
-        claimed = ready
-        await self._refresh_adapters({(c.workspace_id, c.provider) for c in claimed})
+        await self._refresh_adapters({(c.workspace_id, c.provider) for c in ready})
         # Outcomes are recorded as sends finish, a few at a time, not once for the whole
         # batch: what a crash leaves unrecorded (and so sends again) is only what finished
         # in the last moments before it.
         in_flight = asyncio.Semaphore(self.settings.concurrency)  # of this loop, this batch
         pending: list[_Sent] = []
-        sends = [self._send(message, in_flight) for message in claimed]
+        sends = [self._send(message, in_flight) for message in ready]
         for finished in asyncio.as_completed(sends):
             pending.append(await finished)
             if len(pending) >= self.settings.record_every:

@@ -218,7 +218,7 @@ def compile_piece(field: str, source: str, undefined: str = "lenient", html: boo
     for name in template.filter_names():
         if name not in env.filters:
             at = re.search(r"\|\s*" + re.escape(name) + r"\b", source)
-            before = source[: at.start()] if at else ""
+            before = source[: at.end() - len(name)] if at else ""
             raise TemplateSyntaxError(
                 SyntaxProblem(
                     field,

@@ -7,7 +7,7 @@ Rules kept here:
   links replaced by tracked ones and the open pixel added — all on the template's source, so
   none of that work is repeated per person;
 - the person's namespaces are ``contact`` (traits, ``userId``, ``email``, ``phone``…),
-  ``message`` (``id``, ``channel``) and ``landing_url``; ``event``, ``context`` and
+  ``message`` (``id``, ``channel``) and ``landing_url``; ``event``, ``data`` and
   ``workspace`` are shared by everyone the same message goes to;
 - a tracked link is ``{public_url}/l/{code}``: the code names the message and the link's
   position and is signed, so nobody can forge clicks or redirect through Junction to a URL of
@@ -400,10 +400,12 @@ def bind(block: CompiledBlock, shared: Mapping[str, Any], utm: Mapping[str, str]
 
 def shared_namespace(
     event: Mapping[str, Any] | None,
-    context: Mapping[str, Any] | None,
+    data: Mapping[str, Any] | None,
     workspace: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    return {"event": event or {}, "context": context or {}, "workspace": workspace or {}}
+    """What every recipient of one message shares: the triggering event, the send's data
+    (an API call's ``data``, a journey run's context) and the workspace's constants."""
+    return {"event": event or {}, "data": data or {}, "workspace": workspace or {}}
 
 
 def sms_measure(text: str) -> dict[str, Any]:
