@@ -36,7 +36,8 @@ _SHELL = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
 <style>body{{font-family:system-ui,-apple-system,sans-serif;margin:0 auto;max-width:40rem;
-padding:1rem 1.25rem;line-height:1.5;color:#1b1b1b;overflow-wrap:anywhere}}img{{max-width:100%;height:auto}}
+padding:1rem 1.25rem;line-height:1.5;color:#1b1b1b;overflow-wrap:anywhere}}
+img{{max-width:100%;height:auto}}
 a.button,button{{display:inline-block;padding:.75rem 1.25rem;border-radius:.5rem;
 background:#1f4fd1;color:#fff;text-decoration:none}}</style>
 </head><body>
