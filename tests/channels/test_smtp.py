@@ -791,3 +791,51 @@ def test_a_message_goes_out_through_the_dispatcher(database, clock, tenant, serv
     assert sent["providerMessageId"] == got.message["Message-ID"]
     assert bounced["status"] == "failed" and "550 5.1.1" in bounced["lastError"]
     assert address_status == "bounced"
+
+
+def test_a_trait_cannot_add_a_header_through_a_templated_subject(
+    database, clock, tenant, server, sink
+) -> None:
+    from junction.domain.tracking import Identify
+    from junction.render.personalise import Links
+    from junction.store import templates
+
+    hostile = "Ada\r\nBcc: victim@evil.example\r\nX-Injected: yes"
+    with database.write() as conn:
+        set_channel_provider(conn, tenant.id, "email", "smtp", config(server), clock.now())
+        traits = {"email": "ada@x.io", "first_name": hostile}
+        ingest(
+            conn, tenant.id, Batch([Identify(user_id="ada", traits=traits)], clock.now()), SECRET
+        )
+        templates.save(
+            conn,
+            tenant.id,
+            {
+                "key": "hello",
+                "channels": {
+                    "email": {
+                        "subject": "Hello {{ contact.first_name }}",
+                        "html": "<p>Hi {{ contact.first_name }}</p>"
+                        '<a href="https://shop.example/">Shop</a>',
+                    }
+                },
+            },
+            clock.now(),
+        )
+        accept(
+            conn,
+            tenant.id,
+            SendRequest(channel="email", to={"userId": "ada"}, content=None, template="hello"),
+            clock.now(),
+        )
+    links = Links(b"k", "https://j.example")
+    assert asyncio.run(Dispatcher(database, clock, links=links).drain()) == 1
+
+    got = sink.only()
+    assert got.rcpt_tos == ["ada@x.io"]  # the Bcc reached no envelope
+    assert got.message["Subject"] == "Hello Ada Bcc: victim@evil.example X-Injected: yes"
+    assert got.message["Bcc"] is None and got.message["X-Injected"] is None
+    html = got.message.get_body(("html",)).get_content()
+    # In the body the trait is only text, inside the paragraph it was put in.
+    assert html.startswith("<p>Hi Ada") and "X-Injected: yes</p>" in html
+    assert 'href="https://j.example/l/' in html
