@@ -305,3 +305,90 @@ def test_the_schema_is_published(client) -> None:
     schema = client.get("/v1/templates/schema").json()
     assert schema["title"] == "TemplateDefinition"
     assert "locales" in schema["properties"]
+
+
+EVERY_CHANNEL = {
+    "key": "every",
+    "channels": {
+        "email": {"subject": "Hi {{ contact.first_name }}", "text": "Email for {{ data.x }}"},
+        "sms": {"text": "SMS for {{ contact.first_name }}"},
+        "voice": {"text": "Hello {{ contact.first_name }}, this is a call."},
+        "push": {
+            "title": "{{ workspace.brand }}",
+            "body": "Push {{ data.x }}",
+            "data": {"x": "{{ data.x }}"},
+        },
+        "web_push": {"body": "Web push {{ data.x }}", "url": "https://shop.example/{{ data.x }}"},
+        "whatsapp": {
+            "template": {
+                "name": "order",
+                "language": "en_US",
+                "parameters": ["{{ contact.first_name }}"],
+            }
+        },
+        "telegram": {"text": "Telegram {{ data.x }}"},
+        "messenger": {"text": "Messenger {{ data.x }}", "tag": "ACCOUNT_UPDATE"},
+        "in_app": {
+            "title": "In-app",
+            "body": "Hello {{ contact.first_name }}",
+            "buttons": [{"label": "Open {{ data.x }}", "url": "app://x"}],
+        },
+        "content_card": {"body": "Card {{ data.x }}", "pinned": True},
+    },
+}
+EXPECTED = {
+    "email": {"subject": "Hi Ada", "text": "Email for 7"},
+    "sms": {"text": "SMS for Ada"},
+    "voice": {"text": "Hello Ada, this is a call."},
+    "push": {"title": "Shop", "body": "Push 7", "data": {"x": "7"}},
+    "web_push": {"body": "Web push 7", "url": "https://shop.example/7"},
+    "whatsapp": {"template": {"name": "order", "language": "en_US", "parameters": ["Ada"]}},
+    "telegram": {"text": "Telegram 7"},
+    "messenger": {"text": "Messenger 7", "tag": "ACCOUNT_UPDATE"},
+    "in_app": {
+        "title": "In-app",
+        "body": "Hello Ada",
+        "buttons": [{"label": "Open 7", "url": "app://x"}],
+    },
+    "content_card": {"body": "Card 7", "pinned": True},
+}
+
+
+def test_one_template_sends_on_every_channel(client, database, clock) -> None:
+    from tests.api.test_contacts_api import AUTH, P256DH
+
+    identify(client, "ada", first_name="Ada", email="ada@x.io", phone="+33612345678")
+    client.put("/v1/constants", json={"brand": "Shop"})
+    client.post("/v1/contacts/ada/devices", json={"type": "ios", "token": "phone-token"})
+    subscription = {
+        "endpoint": "https://push.example/s/1",
+        "keys": {"p256dh": P256DH, "auth": AUTH},
+    }
+    client.post("/v1/contacts/ada/devices", json={"type": "web_push", "subscription": subscription})
+    assert client.post("/v1/templates", json=EVERY_CHANNEL).status_code == 201
+    recipients = {"telegram": {"chatId": "42"}, "messenger": {"psid": "99"}}
+    ids = {}
+    for channel in EXPECTED:
+        answer = client.post(
+            "/v1/messages",
+            json={
+                "to": recipients.get(channel, {"userId": "ada"}),
+                "channel": channel,
+                "template": "every",
+                "data": {"x": 7},
+            },
+        )
+        assert answer.status_code == 202, (channel, answer.text)
+        ids[channel] = answer.json()["id"]
+    assert drain(database, clock) == len(EXPECTED)
+    for channel, message_id in ids.items():
+        message = client.get(f"/v1/messages/{message_id}").json()
+        assert message["status"] == "sent", (channel, message["lastError"])
+        if message["provider"] == "capture":
+            rendered = {
+                k: v for k, v in message["details"]["rendered"].items() if k != "subscription_keys"
+            }
+            assert rendered == EXPECTED[channel], channel
+    # In-app messages and cards went to the contact's inbox, rendered.
+    inbox = client.get("/v1/contacts/ada/inbox").json()
+    assert sorted(item["content"]["body"] for item in inbox["items"]) == ["Card 7", "Hello Ada"]
