@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from junction.clock import SystemClock
-from junction.errors import JunctionError
+from junction.errors import InvalidInput, JunctionError
 from junction.settings import Settings
 from junction.store.database import Database
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from sqlalchemy import Connection
 
 app = typer.Typer(
     help="Junction: self-hosted cross-channel customer messaging.", no_args_is_help=True
@@ -27,6 +37,8 @@ app.add_typer(workspace_app, name="workspace")
 app.add_typer(import_app, name="import")
 webpush_app = typer.Typer(help="Web push (VAPID) keys.", no_args_is_help=True)
 app.add_typer(webpush_app, name="webpush")
+schema_app = typer.Typer(help="JSON Schemas of the files Junction reads.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
 
 console = Console()
 errors = Console(stderr=True)
@@ -36,6 +48,16 @@ IMPORT_BATCH = 500
 
 def _database(settings: Settings) -> Database:
     return Database(settings.database_url)
+
+
+@contextmanager
+def _opened(settings: Settings) -> Iterator[Database]:
+    """The database, its connections closed when the command is done."""
+    database = _database(settings)
+    try:
+        yield database
+    finally:
+        database.dispose()
 
 
 def _fail(error: Exception) -> None:
@@ -196,6 +218,298 @@ def import_contacts(
     console.print(f"imported {imported} contacts, skipped {len(bad)} bad rows")
     if bad:
         raise typer.Exit(code=2 if imported == 0 else 0)
+
+
+# Definitions kept as files: apply, preview, schema ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentType:
+    """A kind of definition `junction apply` reads, recognised by its top-level fields."""
+
+    name: str
+    marks: tuple[str, ...]  # a document with any of these fields is one of these
+    rank: Callable[[dict[str, Any]], int]  # the order documents are saved in, lowest first
+    save: Callable[[Connection, int, dict[str, Any], datetime], dict[str, Any]]
+
+
+def document_types() -> list[DocumentType]:
+    """What `junction apply` can save. A new kind of definition (journeys) is one more entry:
+    its marks must not overlap another's, so that a document is never two things at once."""
+    from junction.store import templates
+
+    return [
+        DocumentType(
+            name="template",
+            marks=("channels", "page", "kind"),
+            # Landing pages first: an SMS may link to one applied alongside it.
+            rank=lambda body: 0 if body.get("kind") == "landing" else 1,
+            save=templates.save,
+        ),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Document:
+    where: str  # the file, and the document's number when the file holds several
+    body: dict[str, Any]
+    type: DocumentType
+    position: int  # in the order given, for the report
+
+
+class _Rejected(Exception):
+    """Rolls the apply transaction back."""
+
+
+def _load_documents(path: Path) -> list[Any]:
+    """The documents of a JSON file (one) or a YAML file (one or more, split by ``---``);
+    ``ValueError`` naming the line and column of a syntax error."""
+    import yaml  # type: ignore[import-untyped, unused-ignore]
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("file: is not UTF-8 text") from None
+    if path.suffix.lower() == ".json":
+        try:
+            return [json.loads(text)]
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"json: line {error.lineno} column {error.colno}: {error.msg}"
+            ) from None
+    try:
+        return [body for body in yaml.safe_load_all(text) if body is not None]
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
+        raise ValueError(f"yaml: {at}{getattr(error, 'problem', None) or error}") from None
+
+
+def _document_type(body: Any, types: list[DocumentType]) -> DocumentType | str:
+    """The type of a document, or why it has none."""
+    known = "; ".join(f"a {t.name} has {', '.join(t.marks)}" for t in types)
+    if not isinstance(body, dict):
+        return f"a definition is a mapping of fields, not {type(body).__name__} ({known})"
+    found = [t for t in types if any(mark in body for mark in t.marks)]
+    if not found:
+        return f"not a definition Junction knows ({known})"
+    if len(found) > 1:
+        return f"looks like both a {found[0].name} and a {found[1].name}"
+    return found[0]
+
+
+def _print_problem(line: str) -> None:
+    errors.print(escape(line), soft_wrap=True)
+
+
+@app.command("apply")
+def apply_files(
+    files: Annotated[
+        list[Path],
+        typer.Argument(exists=True, dir_okay=False, help="YAML or JSON files of definitions."),
+    ],
+    workspace: Annotated[str, typer.Option(help="Workspace name or id.")] = DEMO_WORKSPACE,
+) -> None:
+    """Save the templates defined in YAML or JSON files, all or nothing: every file is checked
+    first, and if any is invalid nothing is saved. A YAML file may hold several, split by ---.
+    An unchanged template keeps its version; a changed one becomes the next version."""
+    from junction.store.workspaces import find_workspace
+
+    types = document_types()
+    problems: list[str] = []
+    documents: list[_Document] = []
+    for path in files:
+        try:
+            found = _load_documents(path)
+        except ValueError as error:
+            problems.append(f"{path}: {error}")
+            continue
+        if not found:
+            problems.append(f"{path}: file: holds no definition")
+        for number, body in enumerate(found, start=1):
+            where = str(path) if len(found) == 1 else f"{path} (document {number})"
+            kind = _document_type(body, types)
+            if isinstance(kind, str):
+                problems.append(f"{where}: document: {kind}")
+            else:
+                documents.append(_Document(where, body, kind, len(documents)))
+    first_of: dict[tuple[str, Any], str] = {}
+    for document in documents:
+        name = (document.type.name, document.body.get("key"))
+        if name[1] is not None and name in first_of:
+            problems.append(
+                f"{document.where}: key: {name[1]!r} is also defined in {first_of[name]}"
+            )
+        first_of.setdefault(name, document.where)
+
+    saved: dict[int, dict[str, Any]] = {}
+    try:
+        with _opened(Settings()) as database, database.write() as conn:
+            workspace_id = find_workspace(conn, workspace).id
+            now = SystemClock().now()
+            for document in sorted(documents, key=lambda d: d.type.rank(d.body)):
+                try:
+                    saved[document.position] = document.type.save(
+                        conn, workspace_id, document.body, now
+                    )
+                except InvalidInput as error:
+                    problems += [f"{document.where}: {e.field}: {e.message}" for e in error.errors]
+            if problems:
+                raise _Rejected
+    except _Rejected:
+        for line in problems:
+            _print_problem(line)
+        errors.print(f"[red]nothing saved:[/red] {len(problems)} problem(s)")
+        raise typer.Exit(code=1) from None
+    except JunctionError as error:
+        _fail(error)
+
+    table = Table("key", "kind", "version", "", "variables")
+    for position in sorted(saved):
+        summary = saved[position]
+        table.add_row(
+            summary["key"],
+            summary.get("kind", documents[position].type.name),
+            str(summary["version"]),
+            "created" if summary["created"] else "unchanged",
+            ", ".join(summary.get("variables", [])),
+        )
+    console.print(table)
+    created = sum(1 for s in saved.values() if s["created"])
+    console.print(f"{created} created, {len(saved) - created} unchanged")
+
+
+def _json_object(path: Path | None, option: str) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        _fail(ValueError(f"{option} {path}: line {error.lineno} column {error.colno}: {error.msg}"))
+    except UnicodeDecodeError:
+        _fail(ValueError(f"{option} {path}: is not UTF-8 text"))
+    if isinstance(value, dict):
+        return value
+    _fail(ValueError(f"{option} {path}: must hold a JSON object"))
+    return None
+
+
+@app.command("preview")
+def preview_template(
+    key: Annotated[str, typer.Argument(help="The template's key.")],
+    user_id: Annotated[
+        str | None, typer.Option("--user-id", help="Render for this stored contact.")
+    ] = None,
+    contact: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="JSON object of traits (over the stored contact's)."
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="JSON object: the send's {{ data }}."),
+    ] = None,
+    event: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="JSON object: a sample {{ event }}."),
+    ] = None,
+    channel: Annotated[
+        list[str] | None, typer.Option("--channel", help="Only this channel (repeatable).")
+    ] = None,
+    locale: Annotated[str | None, typer.Option(help="Locale, e.g. fr-CA.")] = None,
+    version: Annotated[
+        int | None, typer.Option(min=1, help="A version other than the current one.")
+    ] = None,
+    html: Annotated[bool, typer.Option("--html", help="Show each email's HTML too.")] = False,
+    workspace: Annotated[str, typer.Option(help="Workspace name or id.")] = DEMO_WORKSPACE,
+) -> None:
+    """Show a template rendered for one contact, channel by channel, as it would be sent
+    (links tracked, as they will be); SMS with segments and encoding."""
+    from junction.engine.personalising import links_from
+    from junction.store import templates
+    from junction.store.workspaces import find_workspace
+
+    request = templates.PreviewRequest(
+        version=version,
+        user_id=user_id,
+        contact=_json_object(contact, "--contact"),
+        data=_json_object(data, "--data"),
+        event=_json_object(event, "--event"),
+        channels=channel or None,
+        locale=locale,
+    )
+    try:
+        settings = Settings()
+        with _opened(settings) as database, database.read() as conn:
+            workspace_id = find_workspace(conn, workspace).id
+            shown = templates.preview(conn, workspace_id, key, request, links_from(settings))
+    except JunctionError as error:
+        _fail(error)
+    console.print(
+        f"[bold]{escape(shown['key'])}[/bold] version {shown['version']}, "
+        f"locale {escape(shown['locale'] or 'default')}"
+    )
+    failed = False
+    for name, entry in shown["channels"].items():
+        failed |= not _show_channel(name, entry, html)
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def _show_channel(channel: str, entry: dict[str, Any], html: bool) -> bool:
+    """Print one channel's rendering; False when it could not be rendered."""
+    console.rule(escape(channel if entry["locale"] is None else f"{channel} ({entry['locale']})"))
+    if "error" in entry:
+        errors.print(f"[red]cannot render:[/red] {escape(entry['error'])}", soft_wrap=True)
+        return False
+    content: dict[str, Any] = entry["content"]
+    if channel == "email":
+        _show_field("subject", content.get("subject", ""))
+        if "text" in content:
+            _show_field("text", content["text"])
+        if html and "html" in content:
+            _show_field("html", content["html"])
+    elif channel == "sms":
+        _show_field("text", content["text"])
+        sms = entry["sms"]
+        plural = "" if sms["segments"] == 1 else "s"
+        console.print(
+            f"[dim]{sms['segments']} segment{plural}, {sms['encoding']}, "
+            f"{sms['characters']} characters[/dim]"
+        )
+    else:
+        for name, value in content.items():
+            _show_field(name, value)
+    for problem in entry.get("problems", []):
+        errors.print(
+            f"[yellow]problem:[/yellow] {escape(problem['field'])}: {escape(problem['message'])}",
+            soft_wrap=True,
+        )
+    return True
+
+
+def _show_field(name: str, value: Any) -> None:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2)
+    if "\n" in text.strip():
+        console.print(f"[bold]{name}:[/bold]")
+        console.print(escape(text.rstrip("\n")), soft_wrap=True, highlight=False)
+    else:
+        console.print(f"[bold]{name}:[/bold] {escape(text)}", soft_wrap=True, highlight=False)
+
+
+def schema_text(model: type[BaseModel]) -> str:
+    """A model's JSON Schema as published in ``docs/schemas/`` (2-space indent, final newline)."""
+    schema = model.model_json_schema(by_alias=True)
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+@schema_app.command("template")
+def schema_template() -> None:
+    """Print the JSON Schema of a template definition (docs/schemas/template.schema.json)."""
+    from junction.domain.templates import TemplateDefinition
+
+    sys.stdout.write(schema_text(TemplateDefinition))
 
 
 @app.command()

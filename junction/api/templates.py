@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from junction.api.deps import Services, ServicesDep, WorkspaceDep
 from junction.api.responses import JSONAnswer
 from junction.domain.templates import TemplateDefinition
+from junction.engine.personalising import links_from
 from junction.store import templates as store
 from junction.threads import in_thread
 
@@ -99,7 +100,8 @@ async def preview_template(
         channels=body.channels,
         locale=body.locale,
     )
-    return JSONAnswer(await in_thread(_read, svc, store.preview, workspace_id, key, request))
+    links = links_from(svc.settings)
+    return JSONAnswer(await in_thread(_read, svc, store.preview, workspace_id, key, request, links))
 
 
 @router.get("/v1/constants", response_class=JSONAnswer)

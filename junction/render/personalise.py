@@ -46,6 +46,7 @@ from junction.render.liquid import (
 LANDING = "landing:"  # a link target that is a landing template, not a URL
 _LIQUID = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 _PLACEHOLDER = re.compile(r"jnlq(\d+)qlnj")
+_COMMENTED = re.compile(r"<!--jnlq(\d+)qlnj-->")
 _HREF = re.compile(
     r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://.*?)\2""", re.IGNORECASE | re.DOTALL
 )
@@ -75,6 +76,13 @@ def _b62(number: int) -> str:
             return digits
 
 
+def _from_b62(digits: str) -> int:
+    number = 0
+    for c in digits:
+        number = number * 62 + _B62.index(c)
+    return number
+
+
 @dataclass(frozen=True, slots=True)
 class Links:
     """Makes and checks the signed codes of tracked links and open pixels."""
@@ -98,13 +106,40 @@ class Links:
         head, sig = code[:-8], code[-8:]
         if any(c not in _B62 for c in head):
             return None
-        message_id = 0
-        for c in head[:-1]:
-            message_id = message_id * 62 + _B62.index(c)
-        index = _B62.index(head[-1])
+        message_id, index = _from_b62(head[:-1]), _B62.index(head[-1])
         if not hmac.compare_digest(sig, self._signature(purpose, message_id, index)):
             return None
         return message_id, index
+
+    def preferences_token(self, workspace_id: int, contact_id: int, expires: int) -> str:
+        """A contact's preference-center token, good until ``expires`` (epoch seconds)."""
+        body = f"{_b62(workspace_id)}.{_b62(contact_id)}.{_b62(expires)}"
+        mac = hmac.new(self.secret, f"preferences:{body}".encode(), hashlib.sha256)
+        return body + "." + base64.urlsafe_b64encode(mac.digest()[:12]).decode()
+
+    def read_preferences_token(self, token: str, now: int) -> tuple[int, int] | None:
+        """(workspace id, contact id) of a genuine token that has not expired, else None."""
+        parts = token.split(".")
+        if (
+            len(parts) != 4
+            or len(token) > 80
+            or any(c not in _B62 for part in parts[:3] for c in part)
+        ):
+            return None
+        body = ".".join(parts[:3])
+        mac = hmac.new(self.secret, f"preferences:{body}".encode(), hashlib.sha256)
+        expected = base64.urlsafe_b64encode(mac.digest()[:12]).decode()
+        if not hmac.compare_digest(parts[3], expected):
+            return None
+        workspace_id, contact_id, expires = (_from_b62(part) for part in parts[:3])
+        return (workspace_id, contact_id) if now < expires else None
+
+    def preferences_url(self, workspace_id: int, contact_id: int, expires: int) -> str:
+        return f"{self.public_url}/p/{self.preferences_token(workspace_id, contact_id, expires)}"
+
+    def unsubscribe_url(self, message_id: int) -> str:
+        """RFC 8058 one-click: POST unsubscribes, GET asks first (scanners prefetch links)."""
+        return f"{self.public_url}/u/{self.code(message_id, 0, 'unsubscribe')}"
 
     def click_url(self, message_id: int, index: int) -> str:
         return f"{self.public_url}/l/{self.code(message_id, index)}"
@@ -270,22 +305,32 @@ def _compile_shape(value: Any, path: str, undefined: str) -> Any:
     return value
 
 
-def _protected(source: str, change: Callable[[str], str]) -> str:
-    """Apply ``change`` to HTML whose Liquid markup is hidden from it, then put it back."""
+def _protected(source: str, change: Callable[[str], str], comments: bool = False) -> str:
+    """Apply ``change`` to HTML whose Liquid markup is hidden from it, then put it back.
+
+    With ``comments``, markup between tags hides in an HTML comment: an HTML5 parser moves
+    text it finds between table rows out of the table ("foster parenting"), which would
+    carry a ``{% for %}`` away from the rows it repeats; a comment stays where it is.
+    """
     found: list[str] = []
 
     def hide(match: re.Match[str]) -> str:
         found.append(match.group(0))
-        return f"jnlq{len(found) - 1}qlnj"
+        token = f"jnlq{len(found) - 1}qlnj"
+        before = source[: match.start()]
+        in_tag = before.rfind("<") > before.rfind(">")
+        return token if in_tag or not comments else f"<!--{token}-->"
 
     changed = change(_LIQUID.sub(hide, source))
+    changed = _COMMENTED.sub(lambda m: found[int(m.group(1))], changed)
     return _PLACEHOLDER.sub(lambda m: found[int(m.group(1))], changed)
 
 
 def _inline_css(html: str) -> str:
     if "<style" not in html.lower():
         return html
-    return _protected(html, css_inline.CSSInliner(load_remote_stylesheets=False).inline)
+    inliner = css_inline.CSSInliner(load_remote_stylesheets=False)
+    return _protected(html, inliner.inline, comments=True)
 
 
 def _insert_after_body(html: str, snippet: str) -> str:

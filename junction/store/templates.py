@@ -24,6 +24,7 @@ from junction.errors import FieldError, InvalidInput, NotFound
 from junction.render.liquid import RenderFailed
 from junction.render.personalise import (
     CompiledTemplate,
+    Links,
     bind,
     compile_template,
     shared_namespace,
@@ -63,7 +64,7 @@ def check(definition: TemplateDefinition) -> tuple[list[FieldError], list[str]]:
     # channel, no contact's can.
     lenient = compile_template(definition.model_copy(update={"undefined": "lenient"}), 0)
     for (channel, tag), block in lenient.blocks.items():
-        where = channel if tag is None else f"locales.{tag}.channels.{channel}"
+        where = f"channels.{channel}" if tag is None else f"locales.{tag}.channels.{channel}"
         if channel == "page":
             continue
         try:
@@ -342,10 +343,15 @@ class PreviewRequest:
 
 
 def preview(
-    conn: Connection, workspace_id: int, key: str, request: PreviewRequest
+    conn: Connection,
+    workspace_id: int,
+    key: str,
+    request: PreviewRequest,
+    links: Links | None = None,
 ) -> dict[str, Any]:
-    """The template rendered for one contact, per channel, as it would be sent (links shown
-    untracked), with each SMS's segments and encoding."""
+    """The template rendered for one contact, per channel, as it would be sent — with
+    ``links``, tracked links of the length they will have, so an SMS's segment count is the
+    real one — with each SMS's segments and encoding."""
     version = request.version or current_version(conn, workspace_id, key)
     compiled = load(conn, workspace_id, key, version)
     contact = dict(request.contact or {})
@@ -368,11 +374,13 @@ def preview(
         if block is None:
             continue
         try:
-            out = bind(block, shared, compiled.definition.tracking.utm).render(contact, 0, None)
+            out = bind(block, shared, compiled.definition.tracking.utm).render(contact, 0, links)
         except RenderFailed as error:
             rendered[channel] = {"locale": block.locale, "error": str(error)}
             continue
         entry: dict[str, Any] = {"locale": block.locale, "content": out.content}
+        if out.links:
+            entry["links"] = out.links  # where each tracked link leads
         problems = check_content(channel, out.content) if channel != "page" else []
         if problems:
             entry["problems"] = [p.as_dict() for p in problems]
@@ -385,10 +393,11 @@ def preview(
 def landing_page(
     conn: Connection, workspace_id: int, key: str, contact_id: int | None, data: dict[str, Any]
 ) -> dict[str, str]:
-    """A landing template's page (title and html) for one contact."""
+    """A landing template's page (title and html) for one contact, in the locale the message
+    that linked to it was sent in."""
     compiled = load(conn, workspace_id, key, current_version(conn, workspace_id, key))
     contact = contact_of(conn, workspace_id, contact_id)
-    block = compiled.block("page", contact.get("locale"))
+    block = compiled.block("page", data.get("locale") or contact.get("locale"))
     if block is None:
         raise NotFound(f"template {key!r} is not a landing page")
     shared = shared_namespace(data.get("event"), data.get("data"), constants(conn, workspace_id))

@@ -115,14 +115,14 @@ def test_content_that_cannot_fit_its_channel_is_refused(client) -> None:
     answer = client.post("/v1/templates", json=long_sms)
     assert answer.status_code == 422
     assert answer.json()["error"]["errors"][0] == {
-        "field": "sms.text",
+        "field": "channels.sms.text",
         "message": "takes 3 GSM-7 segments even with every variable empty; the limit is 2 "
         "(smsMaxSegments)",
     }
     title = {"key": "title", "channels": {"push": {"title": "t" * 300, "body": "b"}}}
     assert (
         client.post("/v1/templates", json=title).json()["error"]["errors"][0]["field"]
-        == "push.title"
+        == "channels.push.title"
     )
 
 
@@ -140,7 +140,9 @@ def test_preview_renders_for_a_stored_contact(client) -> None:
     email = shown["channels"]["email"]["content"]
     assert email["subject"] == "Zoë, order A-12 ships"
     assert "<p>12,50\xa0€ to Lyon</p>" in email["html"]
-    assert 'href="https://shop.example/o/A-12"' in email["html"]
+    # Links show as they will be sent (tracked), with where each leads beside them.
+    assert 'href="http://127.0.0.1:8700/l/' in email["html"]
+    assert shown["channels"]["email"]["links"] == ["https://shop.example/o/A-12"]
     sms = shown["channels"]["sms"]
     assert (sms["locale"], sms["content"]["text"]) == ("fr", "Boutique : commande A-12 expédiée")
     assert sms["sms"] == {"characters": 33, "encoding": "GSM-7", "segments": 1}
