@@ -172,3 +172,20 @@ def test_utm_parameters_keep_what_the_link_sets() -> None:
     assert with_utm("https://a.example/p?x=1&utm_source=own", {"source": "j", "medium": "m"}) == (
         "https://a.example/p?x=1&utm_source=own&utm_medium=m"
     )
+
+
+def test_a_loop_between_table_rows_survives_css_inlining() -> None:
+    definition = template(
+        tracking={"opens": False},
+        channels={
+            "email": {
+                "subject": "s",
+                "html": "<style>td { color: red }</style><table>{% for i in data.items %}"
+                "<tr><td>{{ i }}</td></tr>{% endfor %}</table>",
+            }
+        },
+    )
+    out = render_block(definition, "email", {}, {"items": ["one", "two", "three"]})
+    cells = re.findall(r'<td style="color: red;">(\w+)</td>', out.content["html"])
+    assert cells == ["one", "two", "three"]
+    assert out.content["text"].split() == ["one", "two", "three"]
