@@ -12,7 +12,9 @@ Rules kept here:
 - marketing mail (not transactional) carries ``List-Unsubscribe`` and, with an HTTPS link,
   the RFC 8058 one-click ``List-Unsubscribe-Post``; marketing mail without an unsubscribe
   link is refused (Gmail and Yahoo reject bulk mail without one);
-- bodies are 7-bit (quoted-printable or base64), so any server takes them without 8BITMIME;
+- bodies are 7-bit clean, so any server takes them without 8BITMIME: a part of plain ASCII
+  with no NUL and no line over 998 characters goes as it is (``7bit``, line ends made CRLF),
+  any other part quoted-printable;
   non-ASCII header text is RFC 2047-encoded, except an address that needs SMTPUTF8;
 - what does not change per message is built once: the sender's lines when the ``Sender`` is
   made, the body and Subject once per distinct content (a small cache: a campaign sends the
@@ -201,7 +203,7 @@ def render(
         reply_to_line,
         b"To: " + recipient.encode("utf-8") + b"\r\n",
         _subject_line(subject),
-        b"Date: " + format_datetime(now).encode("ascii") + b"\r\n",
+        _date_line(now),
         b"Message-ID: " + mid.encode("ascii") + b"\r\n",
     ]
     if unsubscribe is not None:
@@ -224,6 +226,12 @@ def render(
             + data
         )
     return Email(data=data, message_id=mid, recipient=recipient, smtputf8=smtputf8)
+
+
+@lru_cache(maxsize=8)
+def _date_line(now: datetime) -> bytes:
+    # A batch is sent within the same few seconds: format each second once.
+    return b"Date: " + format_datetime(now).encode("ascii") + b"\r\n"
 
 
 def _refuse_line_breaks(what: str, value: str) -> None:
@@ -286,13 +294,17 @@ def _body(text: str | None, html: str | None) -> bytes:
     """Content-Type, Content-Transfer-Encoding and the encoded parts, from the blank line on.
 
     Written directly rather than through the email package, which costs milliseconds a
-    message (measured: most of the send path's time); parts are quoted-printable, encoded in
-    C by binascii. The boundary starts with "=_", which quoted-printable never produces, so
-    it cannot occur in a part. Cached: the same content sent to many people is encoded once.
+    message (measured: most of the send path's time). A part that is already 7-bit (ASCII, no
+    NUL, lines of at most 998 characters) is sent unencoded as ``7bit``; any other is
+    quoted-printable, encoded in C by binascii (which costs about 25 ns a byte: ~100 µs for a
+    typical personalised email, when every body differs). The boundary starts with "=_",
+    which quoted-printable never produces, and is a hash of both parts; a 7-bit part that
+    contains it anyway is quoted-printable. Cached: the same content sent to many people is
+    encoded once.
     """
     plain = text if text is not None else html_to_text(html or "")
     if html is None:
-        return _TEXT_PART_HEAD + _quoted_printable(plain)
+        return _part(b"text/plain", plain, None)
     boundary = "=_jn" + hashlib.sha256(f"{plain}\0{html}".encode()).hexdigest()[:28]
     mark = b"--" + boundary.encode("ascii")
     return b"".join(
@@ -303,13 +315,11 @@ def _body(text: str | None, html: str | None) -> bytes:
             b"\r\n",
             mark,
             b"\r\n",
-            _TEXT_PART_HEAD,
-            _quoted_printable(plain),
+            _part(b"text/plain", plain, mark),
             b"\r\n",
             mark,
             b"\r\n",
-            _HTML_PART_HEAD,
-            _quoted_printable(html),
+            _part(b"text/html", html, mark),
             b"\r\n",
             mark,
             b"--\r\n",
@@ -317,20 +327,22 @@ def _body(text: str | None, html: str | None) -> bytes:
     )
 
 
-_TEXT_PART_HEAD = (
-    b'Content-Type: text/plain; charset="utf-8"\r\n'
-    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-)
-_HTML_PART_HEAD = _TEXT_PART_HEAD.replace(b"text/plain", b"text/html")
-
-
-def _quoted_printable(value: str) -> bytes:
+def _part(content_type: bytes, value: str, mark: bytes | None) -> bytes:
+    """One part's Content-Type and Content-Transfer-Encoding lines, blank line, and body
+    (ending in CRLF); ``mark`` is the multipart boundary line, which the body must not hold."""
+    head = b"Content-Type: " + content_type + b'; charset="utf-8"\r\n'
     lines = value.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if value.isascii() and "\0" not in value and max(map(len, lines)) <= _MAX_LINE:
+        data = "\r\n".join(lines).encode("ascii")
+        if mark is None or mark not in data:
+            end = b"" if data.endswith(b"\r\n") else b"\r\n"
+            return head + b"Content-Transfer-Encoding: 7bit\r\n\r\n" + data + end
     encoded = binascii.b2a_qp("\r\n".join(lines).encode("utf-8"), istext=True)
     # b2a_qp breaks long lines with "=\n" unless the text's own line ends are CRLF.
     if b"\r\n" not in encoded:
         encoded = encoded.replace(b"=\n", b"=\r\n")
-    return encoded if encoded.endswith(b"\r\n") else encoded + b"\r\n"
+    end = b"" if encoded.endswith(b"\r\n") else b"\r\n"
+    return head + b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + encoded + end
 
 
 def _dkim_signature(

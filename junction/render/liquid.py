@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from liquid import Environment, Markup, RenderContext, StrictDefaultUndefined, Undefined
 from liquid.ast import Node
+from liquid.builtin.expressions import FilteredExpression, Path
+from liquid.builtin.output import OutputNode
 from liquid.exceptions import LiquidError, LiquidSyntaxError, OutputStreamLimitError
 from liquid.template import BoundTemplate
+from markupsafe import escape
 
 from junction.render import filters
 
@@ -140,7 +144,7 @@ def _short(error: LiquidError) -> str:
     return str(error.message if hasattr(error, "message") else error).splitlines()[0]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Piece:
     """One Liquid string, compiled."""
 
@@ -152,21 +156,27 @@ class Piece:
     def variables(self) -> list[str]:
         return [] if self.template is None else sorted(self.template.global_variable_paths())
 
+    @cached_property
+    def stateful(self) -> bool:
+        return self.template is not None and bool(
+            _STATEFUL_TAGS.intersection(self.template.tag_names())
+        )
+
     def bind(self, shared: Mapping[str, Any]) -> Bound:
         """Render what does not depend on the person, once for everyone sharing ``shared``."""
         template = self.template
         if template is None:
             return Bound(self.field, None, (self.source,), {})
-        if _STATEFUL_TAGS.intersection(template.tag_names()):
+        if self.stateful:
             return Bound(self.field, template, tuple(template.nodes), dict(shared))
         context = RenderContext(template, globals={**shared, **_TRIPWIRES})
-        parts: list[str | Node] = []
+        parts: list[str | Node | _Lookup] = []
         for node in template.nodes:
             buffer = _Capped()
             try:
                 node.render(context, buffer)
             except _Personal:
-                parts.append(node)
+                parts.append(_as_lookup(node, bool(template.env.autoescape)))
                 continue
             except LiquidError as error:
                 raise RenderFailed(f"{self.field}: {_short(error)}") from None
@@ -182,28 +192,120 @@ class Piece:
 
 
 @dataclass(frozen=True, slots=True)
+class _Lookup:
+    """``{{ a.b.c }}`` with no filter, looked up directly: the commonest personal part (a
+    first name, a tracked link) without python-liquid's machinery. Whenever the plain lookup
+    cannot tell what python-liquid would print (absent, not text or a number), the node is
+    rendered by python-liquid after all."""
+
+    path: tuple[str | int, ...]
+    node: Node
+    escape: bool
+    filters: tuple[Callable[[str], str], ...] = ()  # string filters without arguments
+
+
+_MISSING = object()
+# Filters whose python-liquid version is exactly this str method on a str value.
+_STRING_FILTERS: dict[str, Callable[[str], str]] = {
+    "upcase": str.upper,
+    "downcase": str.lower,
+    "capitalize": str.capitalize,
+    "strip": str.strip,
+    "lstrip": str.lstrip,
+    "rstrip": str.rstrip,
+}
+_HTML_SPECIAL = ("<", ">", "&", '"', "'")
+_SPECIAL = frozenset({"size", "first", "last"})  # python-liquid's own properties
+
+
+def _as_lookup(node: Node, html: bool) -> Node | _Lookup:
+    expression = getattr(node, "expression", None)
+    if type(node) is not OutputNode or type(expression) is not FilteredExpression:
+        return node
+    left, applied = expression.left, expression.filters or []
+    if type(left) is not Path or any(f.args or f.name not in _STRING_FILTERS for f in applied):
+        return node
+    filters = tuple(_STRING_FILTERS[f.name] for f in applied)
+    segments = left.path
+    if not segments or not all(
+        (type(s) is str and s not in _SPECIAL) or type(s) is int for s in segments
+    ):
+        return node
+    return _Lookup(tuple(segments), node, html, filters)  # type: ignore[arg-type]
+
+
+def _look_up(path: tuple[str | int, ...], *namespaces: Mapping[str, Any]) -> Any:
+    head: Any = path[0]
+    value: Any = _MISSING
+    for namespace in namespaces:
+        if head in namespace:
+            value = namespace[head]
+            break
+    segment: Any
+    for segment in path[1:]:
+        if type(segment) is str:
+            if type(value) is not dict:
+                return _MISSING
+            value = value.get(segment, _MISSING)
+        else:
+            if type(value) is not list or not -len(value) <= segment < len(value):
+                return _MISSING
+            value = value[segment]
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
+@dataclass(frozen=True, slots=True)
 class Bound:
     field: str
     template: BoundTemplate | None
-    parts: tuple[str | Node, ...]
+    parts: tuple[str | Node | _Lookup, ...]
     shared: dict[str, Any]
 
     def render(self, personal: Mapping[str, Any]) -> str:
-        if self.template is None or all(isinstance(part, str) for part in self.parts):
+        if self.template is None or all(type(part) is str for part in self.parts):
             return "".join(part for part in self.parts if isinstance(part, str))
-        context = RenderContext(self.template, globals={**self.shared, **personal})
-        buffer = _Capped()
+        out: list[str] = []
+        size = 0
+        context: RenderContext | None = None
         try:
             for part in self.parts:
-                if isinstance(part, str):
-                    buffer.write(part)
-                else:
-                    part.render(context, buffer)
+                text = None
+                if type(part) is str:
+                    text = part
+                elif type(part) is _Lookup:
+                    value = _look_up(part.path, personal, self.shared)
+                    kind: type | None = type(value)
+                    if part.filters:
+                        if kind is str:
+                            for apply in part.filters:
+                                value = apply(value)
+                        else:
+                            kind = None  # python-liquid's own stringifying first
+                    if kind is str or kind is int or kind is float:
+                        text = str(value)
+                        if part.escape and any(c in text for c in _HTML_SPECIAL):
+                            text = str(escape(text))
+                if text is None:
+                    node = part.node if isinstance(part, _Lookup) else part
+                    if context is None:
+                        context = RenderContext(self.template, globals={**self.shared, **personal})
+                    buffer = _Capped()
+                    node.render(context, buffer)  # type: ignore[union-attr]
+                    text = buffer.getvalue()
+                out.append(text)
+                size += len(text)
+                if size > OUTPUT_CHARACTERS:
+                    raise OutputStreamLimitError(
+                        f"output stream limit reached ({OUTPUT_CHARACTERS:,} characters)",
+                        token=None,
+                    )
         except LiquidError as error:
             raise RenderFailed(f"{self.field}: {_short(error)}") from None
         except RecursionError:
             raise RenderFailed(f"{self.field}: nested too deeply") from None
-        return buffer.getvalue()
+        return "".join(out)
 
 
 def compile_piece(field: str, source: str, undefined: str = "lenient", html: bool = False) -> Piece:

@@ -89,9 +89,15 @@ class Links:
 
     secret: bytes
     public_url: str
+    _keyed: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Keying HMAC costs as much as a digest: key once, copy per code.
+        object.__setattr__(self, "_keyed", hmac.new(self.secret, digestmod=hashlib.sha256))
 
     def _signature(self, purpose: str, message_id: int, index: int) -> str:
-        mac = hmac.new(self.secret, f"{purpose}:{message_id}:{index}".encode(), hashlib.sha256)
+        mac = self._keyed.copy()
+        mac.update(f"{purpose}:{message_id}:{index}".encode())
         return base64.urlsafe_b64encode(mac.digest()[:6]).decode()
 
     def code(self, message_id: int, index: int, purpose: str = "click") -> str:
@@ -140,6 +146,13 @@ class Links:
     def unsubscribe_url(self, message_id: int) -> str:
         """RFC 8058 one-click: POST unsubscribes, GET asks first (scanners prefetch links)."""
         return f"{self.public_url}/u/{self.code(message_id, 0, 'unsubscribe')}"
+
+    def click_urls(self, message_id: int, count: int) -> list[str]:
+        head = f"{self.public_url}/l/{_b62(message_id)}"
+        return [
+            head + _B62[index] + self._signature("click", message_id, index)
+            for index in range(count)
+        ]
 
     def click_url(self, message_id: int, index: int) -> str:
         return f"{self.public_url}/l/{self.code(message_id, index)}"
@@ -390,7 +403,7 @@ class BoundBlock:
             "message": {"id": message_id, "channel": self.block.channel},
         }
         if self.block.tracked and links is not None:
-            tracked = [links.click_url(message_id, i) for i in range(len(self.links))]
+            tracked = links.click_urls(message_id, len(self.links))
             personal["_jn"] = {"links": tracked, "open": links.open_url(message_id)}
         else:  # previews without a public URL, and templates that track nothing
             personal["_jn"] = {"links": [], "open": ""}

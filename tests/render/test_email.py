@@ -214,3 +214,73 @@ def test_html_to_text_with_an_unclosed_head() -> None:
 def test_subjects_read_back_as_written(subject: str) -> None:
     _, message = build({"subject": subject, "text": "x"})
     assert message["Subject"] == subject
+
+
+def _parts(built: Any) -> dict[str, tuple[str, bytes]]:
+    """Content type → (Content-Transfer-Encoding, the part's raw body) as written."""
+    body = built.data.split(b"MIME-Version: 1.0\r\n", 1)[1]
+    found: dict[str, tuple[str, bytes]] = {}
+    for chunk in body.split(b"\r\n--=_jn")[1:] or [body]:
+        head, _, raw = chunk.partition(b"\r\n\r\n")
+        if b"Content-Transfer-Encoding: " not in head:
+            continue
+        kind = head.split(b"Content-Type: ", 1)[1].split(b";", 1)[0].decode()
+        cte = head.split(b"Content-Transfer-Encoding: ", 1)[1].split(b"\r\n", 1)[0].decode()
+        found[kind] = (cte, raw)
+    return found
+
+
+def _read_back(message: EmailMessage) -> dict[str, str]:
+    """Each part's text as the stdlib parser decodes it (CRLF line ends read as newlines)."""
+    return {
+        part.get_content_type(): part.get_content().replace("\r\n", "\n")
+        for part in message.walk()
+        if not part.is_multipart()
+    }
+
+
+def test_an_ascii_body_goes_as_7bit_and_reads_back_the_same() -> None:
+    text = "Hello Ada,\n\nYour order = 3 items, 100% paid.\r\n.\n-- \nAcme   \n"
+    html = '<p style="color:red">Hello <b>Ada</b> =3D &amp; co</p>\r\n<p>Bye</p>'
+    built, message = build({"subject": "Hi", "text": text, "html": html})
+
+    parts = _parts(built)
+    assert parts["text/plain"][0] == parts["text/html"][0] == "7bit"
+    assert b"Hello Ada,\r\n\r\nYour order = 3 items, 100% paid.\r\n" in parts["text/plain"][1]
+    assert not message.defects
+    assert _read_back(message) == {
+        "text/plain": text.replace("\r\n", "\n"),
+        "text/html": html.replace("\r\n", "\n") + "\n",
+    }
+    assert b"\n" not in built.data.replace(b"\r\n", b"")  # every line end is CRLF
+
+    alone, message = build({"subject": "Hi", "text": "Just text\nline two"})
+    assert _parts(alone)["text/plain"][0] == "7bit"
+    assert _read_back(message) == {"text/plain": "Just text\nline two\n"}
+
+
+def test_non_ascii_or_long_lines_still_go_quoted_printable() -> None:
+    long_line = "x" * 999
+    built, message = build(
+        {"subject": "Hi", "text": "Zoë, hello\n", "html": f"<p>{long_line}</p>\n"}
+    )
+    parts = _parts(built)
+    assert parts["text/plain"][0] == parts["text/html"][0] == "quoted-printable"
+    assert max(len(line) for line in parts["text/html"][1].split(b"\r\n")) <= 76
+    assert _read_back(message)["text/plain"] == "Zoë, hello\n"
+    assert _read_back(message)["text/html"] == f"<p>{long_line}</p>\n"
+
+    # 998 characters is still a valid 7-bit line; one part's encoding does not decide the other's.
+    built, message = build({"subject": "Hi", "text": "y" * 998, "html": "<p>Zoë</p>"})
+    parts = _parts(built)
+    assert parts["text/plain"][0] == "7bit" and parts["text/html"][0] == "quoted-printable"
+    assert _read_back(message)["text/plain"] == "y" * 998 + "\n"
+    assert not message.defects
+
+
+def test_a_7bit_part_holding_the_boundary_or_a_nul_is_quoted_printable() -> None:
+    from junction.render.email import _part
+
+    assert b"7bit" in _part(b"text/plain", "--=_jnabc\n", b"--=_jnxyz")
+    assert b"quoted-printable" in _part(b"text/plain", "a\n--=_jnabc--\n", b"--=_jnabc")
+    assert b"quoted-printable" in _part(b"text/plain", "a\0b", None)

@@ -116,7 +116,20 @@ SOURCES = [
     "{% for i in data.items %}{{ i }}{% if contact.name == i %}!{% endif %}{% endfor %}",
     "{{ workspace.brand }}{% unless contact.tags contains 'x' %}-{% endunless %}",
     "{% case contact.plan %}{% when 'pro' %}P{% else %}{{ data.n }}{% endcase %}",
+    # Plain lookups take a fast path: every kind of value must print as python-liquid does.
+    "<b>{{ contact.name }}</b>{{ contact.odd }}{{ contact.tags[0] }}{{ contact.tags[-1] }}",
+    "{{ contact.tags[5] }}|{{ contact.tags.size }}|{{ contact.odd.a }}|{{ contact.missing.x }}",
+    "{{ contact.name | upcase }}|{{ contact.odd | capitalize | strip }}|{{ contact.x | downcase }}",
 ]
+ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(st.characters(blacklist_characters="\r"), max_size=5),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.sampled_from(["a", "b"]), st.integers(), max_size=2),
+)
 
 
 @settings(max_examples=150, deadline=None)
