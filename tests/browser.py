@@ -25,7 +25,9 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API runs an event loop on the test thread
+# while it is open, and asyncio.run() (which other tests use) refuses to run beside it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         message = "Chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
