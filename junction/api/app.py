@@ -18,6 +18,8 @@ from junction.api import (
     ingest,
     links,
     messages,
+    policies,
+    preferences,
     problems,
     templates,
 )
@@ -27,7 +29,7 @@ from junction.clock import Clock, SystemClock
 from junction.domain import tracking
 from junction.settings import Settings
 from junction.store.database import Database
-from junction.web import dev_inbox
+from junction.web import dev_inbox, preference_center, unsubscribe
 
 
 def create_app(
@@ -85,6 +87,10 @@ def create_app(
     app.include_router(templates.router)
     app.include_router(links.router)
     app.include_router(dev_inbox.router)
+    app.include_router(preferences.router)
+    app.include_router(policies.router)
+    app.include_router(preference_center.router)
+    app.include_router(unsubscribe.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:

@@ -6,7 +6,10 @@ Rules kept here:
 - the provider's message id is the event's ``messageId``, so a webhook delivered twice stores
   one event;
 - the time of a person's last inbound message per channel is the latest such event: it is the
-  clock of chat apps' session windows (WhatsApp's 24 h), so it needs no column of its own.
+  clock of chat apps' session windows (WhatsApp's 24 h), so it needs no column of its own;
+- an SMS or WhatsApp message that is a keyword (STOP, START, HELP) is acted on and answered
+  (``junction.store.keywords``) once, when first stored: a redelivered STOP must not undo a
+  START sent since.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy import Connection, select
 from junction.channels.base import InboundMessage
 from junction.domain.addresses import AddressKind, AddressStatus
 from junction.store.ingest import EVENT_COLUMNS
+from junction.store.keywords import KEYWORD_CHANNELS, handle
 from junction.store.sql import driver_json, driver_time, insert_rows_fast
 from junction.store.tables import addresses, contacts, events
 
@@ -71,11 +75,16 @@ def record_inbound(
     """Store each inbound message on its sender's contact; returns how many there were."""
     time = driver_time(conn)
     rows = []
+    keywords: list[tuple[int, InboundMessage]] = []
+    stored = _stored(conn, workspace_id, [m.external_id for m in received])
     for message in received:
         kind = SENDER_KIND.get(message.channel)
         if kind is None:
             continue
         contact_id = _sender_contact(conn, workspace_id, kind, message.sender_id, now)
+        if message.channel in KEYWORD_CHANNELS and message.external_id not in stored:
+            stored.add(message.external_id)
+            keywords.append((contact_id, message))
         properties = {
             "channel": message.channel,
             "from": message.sender_id,
@@ -100,4 +109,27 @@ def record_inbound(
             )
         )
     insert_rows_fast(conn, events, EVENT_COLUMNS, rows, on=("workspace_id", "message_id"))
+    for contact_id, message in keywords:
+        handle(
+            conn,
+            workspace_id,
+            contact_id,
+            message.channel,
+            message.sender_id,
+            message.text,
+            now,
+            external_id=message.external_id,
+        )
     return len(rows)
+
+
+def _stored(conn: Connection, workspace_id: int, external_ids: Sequence[str]) -> set[str]:
+    """Which of these inbound messages were stored already (a webhook delivered again)."""
+    if not external_ids:
+        return set()
+    found = conn.execute(
+        select(events.c.message_id).where(
+            events.c.workspace_id == workspace_id, events.c.message_id.in_(set(external_ids))
+        )
+    )
+    return set(found.scalars())

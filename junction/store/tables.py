@@ -20,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.expression import true
 
 from junction.store.types import UtcDateTime
 
@@ -168,9 +169,17 @@ messages = Table(
     Column("created_at", Time, nullable=False),
     Column("updated_at", Time, nullable=False),
     UniqueConstraint("workspace_id", "idempotency_key"),
+    # Reachability: what the message asked for (a channel or "best of" candidates, caps and
+    # quiet-hours options), every decision taken on it, whether it counts toward caps, and
+    # when to try the next channel if delivery is not confirmed.
+    Column("policy", Json),
+    Column("decisions", Json),
+    Column("counts", Boolean, nullable=False, server_default=true()),
+    Column("fallback_at", Time),
     Index(None, "status", "due_at"),
     Index(None, "contact_id", "created_at"),
     Index(None, "provider", "provider_message_id"),
+    Index(None, "fallback_at"),
 )
 
 message_attempts = Table(
@@ -270,5 +279,47 @@ workspace_constants = Table(
     metadata,
     Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True),
     Column("constants", Json, nullable=False),
+    Column("updated_at", Time, nullable=False),
+)
+
+# Topics: what marketing messages are about, and what a person can opt in to or out of.
+topics = Table(
+    "topics",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", String(2000)),
+    Column("default_opt_in", Boolean, nullable=False),
+    Column("channels", Json),  # the channels it may use; null: any
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    UniqueConstraint("workspace_id", "key"),
+)
+
+# A person's choices: opted in or out of a topic on a channel; topic "*" is every marketing
+# topic (a global opt-out of a channel, such as STOP on SMS).
+preferences = Table(
+    "preferences",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("topic", String(64), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("opted_in", Boolean, nullable=False),
+    Column("source", String(32), nullable=False),  # api, preference_center, keyword, unsubscribe
+    Column("updated_at", Time, nullable=False),
+    UniqueConstraint("contact_id", "topic", "channel"),
+)
+
+# A workspace's reachability rules: frequency caps, quiet hours, its country table and channel
+# costs (overriding the built-in ones), inbound keywords and help texts.
+workspace_policies = Table(
+    "workspace_policies",
+    metadata,
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True),
+    Column("rules", Json, nullable=False),
     Column("updated_at", Time, nullable=False),
 )
