@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from junction.api.deps import Services, ServicesDep, WorkspaceDep
 from junction.api.responses import JSONAnswer
 from junction.domain.sending import SENDABLE_CHANNELS
+from junction.errors import FieldError, InvalidInput
 from junction.store import sends
 from junction.threads import in_thread
 
@@ -31,7 +32,7 @@ class Recipient(BaseModel):
 class NewMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     to: Recipient
-    channel: Literal[SENDABLE_CHANNELS]  # type: ignore[valid-type]
+    channel: Literal[SENDABLE_CHANNELS] | None = None  # type: ignore[valid-type]
     content: dict[str, Any] | None = Field(default=None, description="literal content")
     template: str | None = Field(
         default=None, min_length=1, max_length=64, description="a template's key, instead"
@@ -42,6 +43,24 @@ class NewMessage(BaseModel):
     )
     data: dict[str, Any] | None = Field(default=None, description="{{ data.* }} in the template")
     category: str = Field(default="transactional", description="'transactional' or a topic key")
+    channels: list[Literal[SENDABLE_CHANNELS]] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="instead of channel: the best of these for the contact, chosen when sent",
+    )
+    ignore_caps: bool = Field(default=False, alias="ignoreCaps")
+    counts_toward_caps: bool = Field(default=True, alias="countsTowardCaps")
+    quiet_hours: Literal["defer", "drop"] = Field(
+        default="defer", alias="quietHours", description="inside quiet hours: wait, or drop"
+    )
+    fallback_after_seconds: int | None = Field(
+        default=None,
+        alias="fallbackAfterSeconds",
+        ge=30,
+        le=7 * 24 * 3600,
+        description="with channels: try the next one if delivery is not confirmed in time",
+    )
 
 
 def _accept(
@@ -65,8 +84,12 @@ async def send_message(
 ) -> JSONAnswer:
     """Queue one message. With an `Idempotency-Key` header, a retry with the same body gets
     the first answer again (and sends nothing more); the same key with another body is a 422."""
+    if (message.channel is None) == (message.channels is None):
+        raise InvalidInput(
+            FieldError("channel", "give one channel, or channels to choose the best from")
+        )
     request = sends.SendRequest(
-        channel=message.channel,
+        channel=message.channel or message.channels[0],  # type: ignore[index]
         to=message.to.model_dump(by_alias=True, exclude_none=True),
         content=message.content,
         category=message.category,
@@ -74,6 +97,11 @@ async def send_message(
         template_version=message.template_version,
         locale=message.locale,
         data=message.data,
+        channels=tuple(message.channels or ()),
+        ignore_caps=message.ignore_caps,
+        counts=message.counts_toward_caps,
+        quiet_hours=message.quiet_hours,
+        fallback_after_seconds=message.fallback_after_seconds,
     )
     answer = await in_thread(_accept, svc, workspace_id, request, idempotency_key)
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None

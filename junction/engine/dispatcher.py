@@ -25,7 +25,7 @@ import contextlib
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -92,6 +92,7 @@ class Dispatcher:
         links: Links | None = None,
     ) -> None:
         self.database = database
+        self._links = links
         self._personaliser = Personaliser(database, links)
         self.clock = clock
         self.settings = settings or DispatcherSettings()
@@ -120,9 +121,10 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """Claim one batch, send it, record it; returns how many messages it handled."""
+        rerouted = await in_thread(self._reroute)
         claimed = await in_thread(self._claim)
         if not claimed:
-            return 0
+            return rerouted
         ready, suppressed = await in_thread(self._personaliser.prepare, claimed)
         if suppressed:
             await in_thread(self._record, [self._suppressed(c, why) for c, why in suppressed])
@@ -159,6 +161,14 @@ class Dispatcher:
         for _, adapter in self._built.values():
             await adapter.aclose()
         self._built.clear()
+
+    def _reroute(self) -> int:
+        now = self.clock.now()
+        with self.database.read() as conn:  # most rounds have nothing to reroute: no write
+            if not outbox.undelivered_due(conn, now):
+                return 0
+        with self.database.write() as conn:
+            return outbox.reroute_undelivered(conn, now)
 
     def _claim(self) -> list[outbox.Claimed]:
         with self.database.write() as conn:
@@ -220,6 +230,7 @@ class Dispatcher:
                     transactional=claimed.category == "transactional",
                     contact_id=claimed.contact_id,
                     locale=claimed.locale,
+                    headers=self._headers(claimed),
                 )
                 pace = self._paces.get((claimed.workspace_id, claimed.provider))
                 if pace is not None:
@@ -238,12 +249,13 @@ class Dispatcher:
                     "status": outbox.SENT,
                     "provider_message_id": result.provider_message_id,
                     "details": details or None,
+                    "fallback_at": self._fallback_at(claimed),
                 }
             except AddressInvalid as error:
-                outcome = {"status": outbox.FAILED, "error": error.reason}
+                outcome = self._failed(claimed, error.reason)
                 invalid_status = error.status
             except PermanentFailure as error:
-                outcome = {"status": outbox.FAILED, "error": error.reason}
+                outcome = self._failed(claimed, error.reason)
             except RetryLater as error:
                 outcome = self._retry(claimed, error.reason, error.retry_after)
             except TimeoutError:
@@ -264,6 +276,24 @@ class Dispatcher:
                 invalid_status,
             )
 
+    def _fallback_at(self, claimed: outbox.Claimed) -> datetime | None:
+        """When to try the next channel if this one's delivery is not confirmed by then."""
+        policy = claimed.policy or {}
+        seconds = policy.get("fallbackAfterSeconds")
+        tried = {*policy.get("tried", ()), claimed.channel}
+        if not seconds or not set(policy.get("channels") or ()) - tried:
+            return None
+        return self.clock.now() + timedelta(seconds=seconds)
+
+    def _headers(self, claimed: outbox.Claimed) -> dict[str, str]:
+        """Marketing email carries Junction's RFC 8058 one-click unsubscribe link."""
+        if claimed.channel != "email" or claimed.category == "transactional" or not self._links:
+            return {}
+        return {
+            "List-Unsubscribe": f"<{self._links.unsubscribe_url(claimed.id)}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+
     def _suppressed(self, claimed: outbox.Claimed, reason: str) -> _Sent:
         now = self.clock.now()
         return _Sent(
@@ -277,6 +307,17 @@ class Dispatcher:
                 error=reason,
             ),
         )
+
+    def _failed(self, claimed: outbox.Claimed, reason: str) -> dict[str, Any]:
+        """A permanent failure: final, unless the message's policy has another channel to try
+        (it is then decided again at once, without the channels already tried)."""
+        if len((claimed.policy or {}).get("channels") or ()) > 1:
+            return {
+                "status": outbox.FALLBACK,
+                "error": f"{claimed.channel}: {reason}",
+                "channel": claimed.channel,
+            }
+        return {"status": outbox.FAILED, "error": reason}
 
     def _retry(
         self, claimed: outbox.Claimed, reason: str, retry_after: float | None
@@ -308,7 +349,9 @@ class Dispatcher:
                         r.claimed.contact_id,
                         r.claimed.id,
                         r.claimed.channel,
-                        r.outcome.status,
+                        outbox.REROUTED
+                        if r.outcome.status == outbox.FALLBACK
+                        else r.outcome.status,
                         r.outcome.finished_at,
                         r.outcome.error,
                     )

@@ -17,7 +17,9 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
+from junction.store import routing
 from junction.store.lifecycle import Change, record_changes
+from junction.store.namespaces import contact_namespace
 from junction.store.sql import insert_ignoring_conflicts
 from junction.store.tables import contacts, message_attempts, messages
 
@@ -26,6 +28,9 @@ SENDING = "sending"
 RETRYING = "retrying"
 SENT = "sent"
 SUPPRESSED = "suppressed"  # decided not to send: the reason is in last_error
+# An outcome, never a stored status: this channel failed for good, try the policy's next.
+FALLBACK = "fallback"
+REROUTED = "rerouted"  # the lifecycle event of a message moving on to its next channel
 DELIVERED = "delivered"
 FAILED = "failed"
 DEAD = "dead"
@@ -43,6 +48,10 @@ class Intent:
     content: dict[str, Any]
     contact_id: int | None = None
     category: str = "transactional"
+    # How reachability treats it (junction.engine.routing): "best of" candidates, caps and
+    # quiet-hours options; {"reply": true} for the one answer a keyword requires.
+    policy: dict[str, Any] | None = None
+    counts: bool = True  # toward frequency caps
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +70,7 @@ class Claimed:
     contact: dict[str, Any] | None = None  # what templates see as {{ contact }}
     links: tuple[str, ...] = ()  # targets of the tracked links rendered into the content
     rendered: bool = False  # content came from a template at claim time
+    policy: dict[str, Any] | None = None  # what the message asked of reachability
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +84,8 @@ class Outcome:
     due_at: datetime | None = None  # for RETRYING
     provider_message_id: str | None = None
     details: dict[str, Any] | None = None
+    fallback_at: datetime | None = None  # SENT: try the next channel if not delivered by then
+    channel: str | None = None  # FALLBACK: the channel that failed
 
 
 def enqueue(conn: Connection, intents: Sequence[Intent], now: datetime) -> dict[str, int]:
@@ -91,6 +103,8 @@ def enqueue(conn: Connection, intents: Sequence[Intent], now: datetime) -> dict[
             "to_address": i.to_address,
             "category": i.category,
             "content": i.content,
+            "policy": i.policy,
+            "counts": i.counts,
             "status": QUEUED,
             "attempts": 0,
             "due_at": now,
@@ -147,43 +161,107 @@ def claim(conn: Connection, now: datetime, limit: int, lease: timedelta) -> list
     rows = conn.execute(query).all()
     if not rows:
         return []
-    conn.execute(
-        update(messages)
-        .where(messages.c.id.in_([row.id for row in rows]))
-        .values(
-            status=SENDING,
-            lease_until=now + lease,
-            attempts=messages.c.attempts + 1,
-            updated_at=now,
+    routed = routing.route(conn, rows, now)
+    sending = [r for r in routed if r.decision is None or r.decision.action == "send"]
+    if sending:
+        conn.execute(
+            update(messages)
+            .where(messages.c.id == bindparam("mid"))
+            .values(
+                status=SENDING,
+                lease_until=now + lease,
+                attempts=messages.c.attempts + 1,
+                updated_at=now,
+                channel=bindparam("new_channel"),
+                provider=bindparam("new_provider"),
+                to_address=bindparam("new_to"),
+                content=bindparam("new_content"),
+                decisions=bindparam("new_decisions"),
+            ),
+            [
+                {
+                    "mid": r.row.id,
+                    "new_channel": r.channel,
+                    "new_provider": r.provider,
+                    "new_to": r.to_address,
+                    "new_content": r.content,
+                    "new_decisions": _decided(r, now),
+                }
+                for r in sending
+            ],
         )
-    )
+    _hold(conn, [r for r in routed if r.decision is not None and r.decision.action != "send"], now)
     return [
         Claimed(
-            id=row.id,
-            workspace_id=row.workspace_id,
-            idempotency_key=row.idempotency_key,
-            channel=row.channel,
-            provider=row.provider,
-            to_address=row.to_address,
-            content=row.content,
-            category=row.category,
-            contact_id=row.contact_id,
-            attempts=row.attempts + 1,
-            locale=row.locale,
-            contact=contact_namespace(row) if row.contact_id is not None else None,
+            id=r.row.id,
+            workspace_id=r.row.workspace_id,
+            idempotency_key=r.row.idempotency_key,
+            channel=r.channel,
+            provider=r.provider,
+            to_address=r.to_address,
+            content=r.content,
+            category=r.row.category,
+            contact_id=r.row.contact_id,
+            attempts=r.row.attempts + 1,
+            locale=r.row.locale,
+            contact=contact_namespace(r.row) if r.row.contact_id is not None else None,
+            policy=r.row.policy,
         )
-        for row in rows
+        for r in sending
     ]
 
 
-def contact_namespace(row: Any) -> dict[str, Any]:
-    return {
-        **(row.traits or {}),
-        "userId": row.user_id,
-        "timezone": row.timezone,
-        "locale": row.locale,
-        "country": row.country,
-    }
+def _decided(routed: routing.Routed, now: datetime) -> list[dict[str, Any]] | None:
+    """The message's decisions with this one added."""
+    earlier = list(routed.row.decisions or [])
+    if routed.decision is None:
+        return earlier or None
+    return [*earlier, {**routed.decision.as_dict(), "at": now.isoformat()}]
+
+
+def _hold(conn: Connection, held: Sequence[routing.Routed], now: datetime) -> None:
+    """Messages the policy does not send now: deferred to a time, or suppressed."""
+    if not held:
+        return
+    conn.execute(
+        update(messages)
+        .where(messages.c.id == bindparam("mid"))
+        .values(
+            status=bindparam("new_status"),
+            due_at=bindparam("new_due"),
+            last_error=bindparam("reason"),
+            decisions=bindparam("new_decisions"),
+            updated_at=now,
+        ),
+        [
+            {
+                "mid": r.row.id,
+                "new_status": SUPPRESSED if r.decision.action == "suppress" else r.row.status,
+                "new_due": r.decision.until or r.row.due_at,
+                "reason": r.decision.reason[:1000],
+                "new_decisions": _decided(r, now),
+            }
+            for r in held
+            if r.decision is not None
+        ],
+    )
+    record_changes(
+        conn,
+        [
+            Change(
+                r.row.workspace_id,
+                r.row.contact_id,
+                r.row.id,
+                r.channel,
+                SUPPRESSED,
+                now,
+                r.decision.reason,
+            )
+            for r in held
+            if r.decision is not None and r.decision.action == "suppress"
+        ],
+        now,
+    )
 
 
 def record(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
@@ -200,20 +278,23 @@ def record(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None
             last_error=bindparam("error"),
             provider_message_id=bindparam("pmid"),
             details=bindparam("new_details"),
+            fallback_at=bindparam("new_fallback"),
             updated_at=now,
         ),
         [
             {
                 "mid": o.message_id,
-                "new_status": o.status,
+                "new_status": QUEUED if o.status == FALLBACK else o.status,
                 "new_due": o.due_at or o.finished_at,
                 "error": o.error[:1000] if o.error else None,
                 "pmid": o.provider_message_id,
                 "new_details": o.details,
+                "new_fallback": o.fallback_at,
             }
             for o in outcomes
         ],
     )
+    _tried(conn, {o.message_id: o.channel for o in outcomes if o.status == FALLBACK and o.channel})
     conn.execute(
         message_attempts.insert(),
         [
@@ -222,10 +303,107 @@ def record(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None
                 "number": o.attempt,
                 "started_at": o.started_at,
                 "finished_at": o.finished_at,
-                "outcome": o.status,
+                "outcome": FAILED if o.status == FALLBACK else o.status,
                 "error": o.error[:1000] if o.error else None,
                 "retry_after": o.due_at if o.status == RETRYING else None,
             }
             for o in outcomes
         ],
     )
+
+
+def _tried(conn: Connection, failed: dict[int, str]) -> None:
+    """Add each message's failed channel to the channels its policy has tried."""
+    if not failed:
+        return
+    rows = conn.execute(
+        select(messages.c.id, messages.c.policy).where(messages.c.id.in_(list(failed)))
+    )
+    conn.execute(
+        update(messages).where(messages.c.id == bindparam("mid")).values(policy=bindparam("p")),
+        [
+            {
+                "mid": row.id,
+                "p": {
+                    **(row.policy or {}),
+                    "tried": [*(row.policy or {}).get("tried", []), failed[row.id]],
+                },
+            }
+            for row in rows
+        ],
+    )
+
+
+def undelivered_due(conn: Connection, now: datetime) -> bool:
+    found = conn.execute(select(messages.c.id).where(messages.c.fallback_at <= now).limit(1))
+    return found.first() is not None
+
+
+def reroute_undelivered(conn: Connection, now: datetime) -> int:
+    """Messages whose delivery was not confirmed in time go on to their next channel; returns
+    how many did."""
+    rows = conn.execute(
+        select(
+            messages.c.id,
+            messages.c.workspace_id,
+            messages.c.contact_id,
+            messages.c.channel,
+            messages.c.status,
+            messages.c.policy,
+            messages.c.decisions,
+        ).where(messages.c.fallback_at <= now)
+    ).all()
+    if not rows:
+        return 0
+    conn.execute(
+        update(messages)
+        .where(messages.c.id.in_([row.id for row in rows if row.status != SENT]))
+        .values(fallback_at=None)
+    )
+    late = [row for row in rows if row.status == SENT]
+    if not late:
+        return 0
+    reason = "{channel}: delivery not confirmed within {seconds} seconds"
+    conn.execute(
+        update(messages)
+        .where(messages.c.id == bindparam("mid"), messages.c.status == SENT)
+        .values(
+            status=QUEUED,
+            due_at=now,
+            fallback_at=None,
+            policy=bindparam("p"),
+            decisions=bindparam("d"),
+            last_error=bindparam("why"),
+            updated_at=now,
+        ),
+        [
+            {
+                "mid": row.id,
+                "p": {**row.policy, "tried": [*row.policy.get("tried", []), row.channel]},
+                "d": [
+                    *(row.decisions or []),
+                    {
+                        "action": "reroute",
+                        "channel": row.channel,
+                        "reason": reason.format(
+                            channel=row.channel, seconds=row.policy.get("fallbackAfterSeconds")
+                        ),
+                        "at": now.isoformat(),
+                    },
+                ],
+                "why": reason.format(
+                    channel=row.channel, seconds=row.policy.get("fallbackAfterSeconds")
+                ),
+            }
+            for row in late
+        ],
+    )
+    record_changes(
+        conn,
+        [
+            Change(row.workspace_id, row.contact_id, row.id, row.channel, REROUTED, now)
+            for row in late
+        ],
+        now,
+    )
+    return len(late)

@@ -4,8 +4,10 @@ key with another body is refused)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,6 +48,24 @@ class SendRequest:
     template_version: int | None = None  # default: the current version
     locale: str | None = None  # default: the contact's
     data: dict[str, Any] | None = None  # {{ data.* }} in the template
+    # Reachability: "best of" candidates (decided when sent), caps and quiet-hours options.
+    channels: tuple[str, ...] = ()
+    ignore_caps: bool = False
+    counts: bool = True
+    quiet_hours: str = "defer"
+    fallback_after_seconds: int | None = None
+
+    def policy(self) -> dict[str, Any] | None:
+        policy: dict[str, Any] = {}
+        if self.channels:
+            policy["channels"] = list(self.channels)
+        if self.ignore_caps:
+            policy["ignoreCaps"] = True
+        if self.quiet_hours != "defer":
+            policy["quietHours"] = self.quiet_hours
+        if self.fallback_after_seconds:
+            policy["fallbackAfterSeconds"] = self.fallback_after_seconds
+        return policy or None
 
     def fingerprint(self) -> str:
         body = {
@@ -54,6 +74,7 @@ class SendRequest:
             "content": self.content,
             "category": self.category,
             "template": [self.template, self.template_version, self.locale, self.data],
+            "policy": [self.policy(), self.counts],
         }
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -148,7 +169,11 @@ def last_inbound(
 
 
 def _template_reference(
-    conn: Connection, workspace_id: int, request: SendRequest, contact_id: int | None
+    conn: Connection,
+    workspace_id: int,
+    request: SendRequest,
+    contact_id: int | None,
+    any_of: Sequence[str] = (),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(what the message stores: the template's key, version and data; the shape of the
     channel's block, for the session-window check)."""
@@ -169,13 +194,15 @@ def _template_reference(
         locale = conn.execute(
             select(contacts.c.locale).where(contacts.c.id == contact_id)
         ).scalar_one_or_none()
-    _, block = compiled.definition.block(request.channel, locale)
+    wanted = list(any_of) or [request.channel]
+    blocks = [compiled.definition.block(channel, locale)[1] for channel in wanted]
+    block = next((b for b in blocks if b is not None), None)
     if block is None:
         offered = ", ".join(compiled.definition.channel_names())
         raise InvalidInput(
             FieldError(
                 "channel",
-                f"template {request.template!r} has no {request.channel} content "
+                f"template {request.template!r} has no {' or '.join(wanted)} content "
                 f"(it has: {offered})",
             )
         )
@@ -227,8 +254,12 @@ def accept(
             errors += check_content(request.channel, request.content)
     elif request.content is not None:
         errors.append(FieldError("content", "give either content or a template, not both"))
+    if request.channels:
+        errors += _check_best_of(request)
     if errors:
         raise InvalidInput(errors)
+    if request.channels:
+        return _accept_best_of(conn, workspace_id, request, now, idempotency_key, fingerprint)
     contact_id, targets = _recipients(conn, workspace_id, request)
     content, shape = (
         (request.content, request.content)
@@ -257,6 +288,8 @@ def accept(
                 content={**content, **beside},
                 contact_id=contact_id,
                 category=request.category,
+                policy=request.policy(),
+                counts=request.counts,
             )
             for message_key, (address, beside) in zip(keys, targets, strict=True)
         ],
@@ -265,6 +298,18 @@ def accept(
     body: dict[str, Any] = {"id": ids[key], "status": outbox.QUEUED}
     if request.channel in DEVICE_CHANNELS:
         body["ids"] = [ids[message_key] for message_key in keys]
+    return _answered(conn, workspace_id, idempotency_key, fingerprint, body, now)
+
+
+def _answered(
+    conn: Connection,
+    workspace_id: int,
+    idempotency_key: str | None,
+    fingerprint: str,
+    body: dict[str, Any],
+    now: datetime,
+) -> Answer:
+    """The 202, kept for replay when the request had an Idempotency-Key."""
     answer = Answer(202, body)
     if idempotency_key is not None:
         insert_ignoring_conflicts(
@@ -285,6 +330,67 @@ def accept(
     return answer
 
 
+def _check_best_of(request: SendRequest) -> list[FieldError]:
+    errors = []
+    if request.template is None:
+        errors.append(
+            FieldError(
+                "template", "a send over several channels needs a template with a block per channel"
+            )
+        )
+    if "userId" not in request.to:
+        errors.append(FieldError("to.userId", "a send over several channels needs a contact"))
+    unknown = [c for c in request.channels if c not in CHANNEL_ADDRESS or c == "webhook"]
+    if unknown:
+        errors.append(FieldError("channels", f"{unknown[0]!r} is not a channel Junction sends on"))
+    return errors
+
+
+def _accept_best_of(
+    conn: Connection,
+    workspace_id: int,
+    request: SendRequest,
+    now: datetime,
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> Answer:
+    """One message; its channel and address are chosen when it is sent."""
+    contact_id = find_contact_id(conn, workspace_id, request.to["userId"])
+    if contact_id is None:
+        raise InvalidInput(
+            FieldError("to.userId", f"no contact {request.to['userId']!r} in this workspace")
+        )
+    first = request.channels[0]
+    content, _ = _template_reference(
+        conn,
+        workspace_id,
+        dataclasses.replace(request, channel=first, channels=()),
+        contact_id,
+        any_of=request.channels,
+    )
+    key = f"api:{idempotency_key}" if idempotency_key else f"api:{uuid.uuid4()}"
+    ids = outbox.enqueue(
+        conn,
+        [
+            outbox.Intent(
+                workspace_id=workspace_id,
+                idempotency_key=key,
+                channel=first,
+                provider=provider_for(conn, workspace_id, first),
+                to_address="",  # chosen with the channel
+                content=content,
+                contact_id=contact_id,
+                category=request.category,
+                policy=request.policy(),
+                counts=request.counts,
+            )
+        ],
+        now,
+    )
+    body = {"id": ids[key], "status": outbox.QUEUED}
+    return _answered(conn, workspace_id, idempotency_key, fingerprint, body, now)
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -302,6 +408,8 @@ def _view(row: Any) -> dict[str, Any]:
         "providerMessageId": row.provider_message_id,
         "lastError": row.last_error,
         "details": row.details,
+        "policy": row.policy,
+        "decisions": row.decisions or [],
         "dueAt": _iso(row.due_at),
         "createdAt": _iso(row.created_at),
         "updatedAt": _iso(row.updated_at),

@@ -32,7 +32,7 @@ from junction.render.personalise import (
     syntax_problems,
 )
 from junction.store.identity import find_contact_id
-from junction.store.outbox import contact_namespace
+from junction.store.namespaces import contact_namespace
 from junction.store.tables import contacts, template_versions, templates, workspace_constants
 
 

@@ -1,0 +1,654 @@
+"""Which channel reaches a contact now: one pure decision per (contact, message) at send time.
+
+``decide(ask, contact, rules, now)`` returns send (on one channel), defer (until a moment) or
+suppress, with every candidate considered and the reasons for each.
+
+Rules kept here:
+- the category is ``transactional`` or a known topic key; an unknown topic is suppressed;
+- a candidate is eligible only when all of these hold:
+  the content has a variant for it; it was not already tried (``Ask.exclude``);
+  the contact has an address for it whose status is active or unverified (in-app messages and
+  content cards need none); the contact has not opted out of the channel; the topic is sent on
+  it and the contact's (topic, channel) preference, or else the topic's default, is opted in;
+  free-text (session-only) content goes only while the chat's 24-hour window is open;
+  no frequency cap is reached; and it is not within quiet hours;
+- transactional messages skip topic preferences, global opt-outs, caps and quiet hours, but
+  not a bounced or invalid address, and not a STOP on SMS or WhatsApp: carriers and Meta
+  require STOP to end every message (Twilio refuses the send anyway, error 21610);
+- caps (as in Braze): every rule whose channel is unset or the candidate and whose topic is
+  unset or the message's topic applies; a send is capped when the rule's window already holds
+  ``limit`` matching counted sends; the blocking rule first by id is named. Minutes and hours
+  are rolling windows; "N days" is today and the N-1 previous calendar days in the contact's
+  timezone (UTC when unknown), "N weeks" is 7N such days. A rule without a topic counts every
+  counted send, transactional ones included (the caller passes only sends that count).
+  Channels in ``Rules.cap_exempt`` and transactional messages, and asks with ``ignore_caps``,
+  are never capped;
+- quiet hours are [start, end) in the contact's local time (DST-correct), may cross midnight,
+  and apply to the channels listed (all when none are); an end time that does not exist
+  locally (the spring-forward gap) ends the window when the clock jumps, an ambiguous one at
+  its first occurrence;
+- caps and quiet hours are checked only for a channel with no other reason against it, so a
+  candidate is "only quiet" when quiet hours are its sole reason;
+- with no eligible candidate but some only quiet, the message is deferred until the earliest
+  such window ends (or suppressed with reason "quiet hours" when ``Ask.quiet`` is "drop");
+  with none only quiet it is suppressed, the reason summarising each candidate;
+- eligible candidates rank by, in order: the contact's preferred channel; engagement, the
+  posterior mean (engaged + 1) / (sent + 2) of a Beta(1, 1) prior, higher first; the position
+  in the country's usual apps (channels not listed after listed ones); cost, lower first; the
+  marketer's order. The score is the sort key (lower first) and the reason names the first
+  criterion where the winner beats the runner-up;
+- the policy reads no clock: ``now`` is passed in and must be timezone-aware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from junction.domain.countries import COUNTRY_APPS
+
+CHANNELS = (
+    "email",
+    "sms",
+    "voice",
+    "push",
+    "web_push",
+    "whatsapp",
+    "telegram",
+    "messenger",
+    "line",
+    "viber",
+    "wechat",
+    "kakaotalk",
+    "in_app",
+    "content_card",
+)
+TRANSACTIONAL = "transactional"
+# Served by Junction itself to the contact: no address to hold.
+ADDRESSLESS = frozenset({"in_app", "content_card"})
+# Channels whose STOP binds every message, transactional ones included.
+STOP_CHANNELS = frozenset({"sms", "whatsapp"})
+SENDABLE_STATUSES = frozenset({"active", "unverified"})
+# Relative list prices in USD per message (2024, typical paid tiers; the own-channel ones cost
+# nothing per message). Only the order matters; a workspace overrides them with its own rates.
+DEFAULT_COSTS: Mapping[str, float] = {
+    "in_app": 0.0,
+    "content_card": 0.0,
+    "push": 0.0,
+    "web_push": 0.0,
+    "telegram": 0.0,
+    "messenger": 0.0,
+    "email": 0.0001,
+    "line": 0.002,
+    "viber": 0.002,
+    "whatsapp": 0.005,
+    "kakaotalk": 0.005,
+    "wechat": 0.005,
+    "sms": 0.0079,
+    "voice": 0.013,
+}
+# A channel missing from the costs ranks after every priced one.
+UNPRICED = 1.0
+MAX_CAP_RULES = 10
+MAX_CAP_DAYS = 30
+_NOTHING: frozenset[str] = frozenset()
+_NO_RANK: dict[str, float] = {}
+SESSION_CLOSED = "24-hour window closed; needs an approved template"
+
+Unit = Literal["minutes", "hours", "days", "weeks"]
+_ROLLING = {"minutes": 60, "hours": 3600}
+_CALENDAR = {"days": 1, "weeks": 7}
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    key: str
+    default_opt_in: bool = True
+    channels: frozenset[str] | None = None  # None: any channel
+
+
+@dataclass(frozen=True, slots=True)
+class CapRule:
+    id: str
+    limit: int
+    amount: int
+    unit: Unit
+    channel: str | None = None  # None: every channel
+    topic: str | None = None  # None: every topic, transactional included
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    start: time  # naive local wall times
+    end: time
+    channels: frozenset[str] = frozenset()  # empty: every channel
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    topics: Mapping[str, Topic]
+    caps: tuple[CapRule, ...] = ()
+    quiet_hours: tuple[QuietHours, ...] = ()
+    country_apps: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: COUNTRY_APPS)
+    costs: Mapping[str, float] = field(default_factory=lambda: DEFAULT_COSTS)
+    cap_exempt: frozenset[str] = frozenset({"in_app", "content_card"})
+    # Derived once per workspace, not per decision.
+    _caps_by_topic: dict[str | None, tuple[CapRule, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    _quiet_by_channel: dict[str, tuple[QuietHours, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    _quiet_all: tuple[QuietHours, ...] = field(init=False, repr=False, compare=False)
+    _cap_floor: dict[str | None, int] = field(init=False, repr=False, compare=False)
+    # Beside each rule of _caps_by_topic: a rolling window's length, or a calendar window's days.
+    _spans: dict[str | None, tuple[timedelta | int, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    # country -> channel -> position among its usual apps; "" -> the position of unlisted ones
+    _app_rank: dict[str, dict[str, float]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Sorted by id so that the first blocking rule found is the one to name.
+        caps = tuple(sorted(self.caps, key=lambda rule: rule.id))
+        general = tuple(rule for rule in caps if rule.topic is None)
+        by_topic: dict[str | None, tuple[CapRule, ...]] = {None: general}
+        for key in {rule.topic for rule in caps if rule.topic is not None}:
+            by_topic[key] = tuple(rule for rule in caps if rule.topic in (None, key))
+        quiet_all = tuple(window for window in self.quiet_hours if not window.channels)
+        named = {channel for window in self.quiet_hours for channel in window.channels}
+        by_channel = {
+            channel: tuple(
+                window
+                for window in self.quiet_hours
+                if not window.channels or channel in window.channels
+            )
+            for channel in named
+        }
+        floor = {
+            key: min((rule.limit for rule in rules), default=0) for key, rules in by_topic.items()
+        }
+        object.__setattr__(self, "_caps_by_topic", by_topic)
+        object.__setattr__(self, "_cap_floor", floor)
+        spans = {
+            key: tuple(
+                timedelta(seconds=rule.amount * _ROLLING[rule.unit])
+                if rule.unit in _ROLLING
+                else rule.amount * _CALENDAR[rule.unit]
+                for rule in rules
+            )
+            for key, rules in by_topic.items()
+        }
+        object.__setattr__(self, "_spans", spans)
+        app_rank = {
+            country: {"": float(len(apps))} | {app: float(i) for i, app in enumerate(apps)}
+            for country, apps in self.country_apps.items()
+        }
+        object.__setattr__(self, "_app_rank", app_rank)
+        object.__setattr__(self, "_quiet_by_channel", by_channel)
+        object.__setattr__(self, "_quiet_all", quiet_all)
+
+
+@dataclass(frozen=True, slots=True)
+class PastSend:
+    at: datetime
+    channel: str
+    topic: str | None  # None: transactional
+
+
+@dataclass(frozen=True, slots=True)
+class ContactFacts:
+    timezone: str | None
+    country: str | None
+    preferred_channel: str | None
+    # channel -> status of the best address: active, unverified, bounced, invalid, unsubscribed
+    addresses: Mapping[str, str]
+    opted_out: frozenset[str] = frozenset()
+    preferences: Mapping[tuple[str, str], bool] = field(default_factory=dict)
+    engagement: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    open_sessions: frozenset[str] = frozenset()
+    history: Sequence[PastSend] = ()  # counted sends of the last 30 days, any order
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    candidates: tuple[str, ...]  # one channel, or "best of" in the marketer's order
+    category: str  # "transactional" or a topic key
+    content_channels: frozenset[str]
+    session_only: frozenset[str] = frozenset()
+    ignore_caps: bool = False
+    # Whether this send, once made, counts toward caps; it does not change the decision.
+    counts: bool = True
+    quiet: Literal["defer", "drop"] = "defer"
+    exclude: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        # A channel named twice is considered once, at its first place.
+        if len(set(self.candidates)) != len(self.candidates):
+            object.__setattr__(self, "candidates", tuple(dict.fromkeys(self.candidates)))
+
+
+# The two results are built on every decision: their __init__ sets the slots directly, which
+# costs half of the frozen dataclass's generated object.__setattr__ calls. Still frozen.
+@dataclass(frozen=True, slots=True, init=False)
+class Consideration:
+    channel: str
+    eligible: bool
+    reasons: tuple[str, ...]
+    score: tuple[float, ...] | None = None  # the rank's sort key, lower first
+
+    def __init__(
+        self,
+        channel: str,
+        eligible: bool,
+        reasons: tuple[str, ...],
+        score: tuple[float, ...] | None = None,
+    ) -> None:
+        _SET_CHANNEL(self, channel)
+        _SET_ELIGIBLE(self, eligible)
+        _SET_REASONS(self, reasons)
+        _SET_SCORE(self, score)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Decision:
+    action: Literal["send", "defer", "suppress"]
+    channel: str | None  # set only when sending
+    until: datetime | None  # set only when deferring, in UTC
+    considered: tuple[Consideration, ...]  # eligible in rank order, then the rest as asked
+    reason: str
+
+    def __init__(
+        self,
+        action: Literal["send", "defer", "suppress"],
+        channel: str | None,
+        until: datetime | None,
+        considered: tuple[Consideration, ...],
+        reason: str,
+    ) -> None:
+        _SET_ACTION(self, action)
+        _SET_DECIDED(self, channel)
+        _SET_UNTIL(self, until)
+        _SET_CONSIDERED(self, considered)
+        _SET_REASON(self, reason)
+
+    def fallbacks(self) -> tuple[str, ...]:
+        """The other eligible channels, best first."""
+        return tuple(
+            item.channel
+            for item in self.considered
+            if item.eligible and item.channel != self.channel
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "channel": self.channel,
+            "until": self.until.isoformat() if self.until else None,
+            "reason": self.reason,
+            "considered": [
+                {
+                    "channel": item.channel,
+                    "eligible": item.eligible,
+                    "reasons": list(item.reasons),
+                    "score": list(item.score) if item.score is not None else None,
+                }
+                for item in self.considered
+            ],
+        }
+
+
+_SET_CHANNEL, _SET_ELIGIBLE, _SET_REASONS, _SET_SCORE = (
+    vars(Consideration)[name].__set__ for name in ("channel", "eligible", "reasons", "score")
+)
+_SET_ACTION, _SET_DECIDED, _SET_UNTIL, _SET_CONSIDERED, _SET_REASON = (
+    vars(Decision)[name].__set__ for name in ("action", "channel", "until", "considered", "reason")
+)
+
+
+def check_rules(caps: Sequence[CapRule]) -> list[str]:
+    """The problems with a workspace's cap rules; empty when they may be saved."""
+    problems = []
+    if len(caps) > MAX_CAP_RULES:
+        problems.append(f"{len(caps)} cap rules; at most {MAX_CAP_RULES}")
+    seen: set[str] = set()
+    for rule in caps:
+        if rule.id in seen:
+            problems.append(f"cap rule {rule.id}: the id is used twice")
+        seen.add(rule.id)
+        if rule.limit < 1:
+            problems.append(f"cap rule {rule.id}: the limit must be at least 1")
+        if rule.amount < 1:
+            problems.append(f"cap rule {rule.id}: the amount must be at least 1")
+        if rule.unit in _ROLLING:
+            days = rule.amount * _ROLLING[rule.unit] / 86400
+        elif rule.unit in _CALENDAR:
+            days = rule.amount * _CALENDAR[rule.unit]
+        else:
+            problems.append(f"cap rule {rule.id}: unknown unit {rule.unit!r}")
+            continue
+        if days > MAX_CAP_DAYS:
+            problems.append(f"cap rule {rule.id}: the window is over {MAX_CAP_DAYS} days")
+        if rule.channel is not None and rule.channel not in CHANNELS:
+            problems.append(f"cap rule {rule.id}: unknown channel {rule.channel!r}")
+    return problems
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str | None) -> tzinfo:
+    """The contact's timezone; UTC when unknown or invalid."""
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def local_to_utc(day: date, wall: time, tz: tzinfo) -> datetime:
+    """The first instant at which the local clock reads ``wall`` or later on ``day``.
+
+    An ambiguous wall time (clocks going back) is its first occurrence; a wall time that never
+    happens (clocks going forward) is the instant of the jump.
+    """
+    first = datetime.combine(day, wall, tzinfo=tz).astimezone(UTC)
+    if first.astimezone(tz).replace(tzinfo=None) == datetime.combine(day, wall):
+        return first
+    # In the gap: fold=1 reads the wall time with the later offset, landing before the jump,
+    # and fold=0 after it. Bisect on whole seconds for the jump itself.
+    before = int(datetime.combine(day, wall, tzinfo=tz).replace(fold=1).timestamp())
+    after = int(first.timestamp()) + 1
+    offset = datetime.fromtimestamp(before, tz).utcoffset()
+    while after - before > 1:
+        middle = (before + after) // 2
+        if datetime.fromtimestamp(middle, tz).utcoffset() == offset:
+            before = middle
+        else:
+            after = middle
+    return datetime.fromtimestamp(after, UTC)
+
+
+@lru_cache(maxsize=65536)
+def _days_start(tz_name: str | None, today: date, days: int) -> datetime:
+    return local_to_utc(today - timedelta(days=days - 1), time(0), zone(tz_name))
+
+
+def _count(history: Sequence[PastSend], start: datetime, rule: CapRule) -> int:
+    channel, topic, limit = rule.channel, rule.topic, rule.limit
+    count = 0
+    for sent in history:
+        if (
+            sent.at >= start
+            and (channel is None or sent.channel == channel)
+            and (topic is None or sent.topic == topic)
+        ):
+            count += 1
+            if count >= limit:
+                break
+    return count
+
+
+def _in_window(window: QuietHours, wall: time) -> bool:
+    start, end = window.start, window.end
+    if start <= end:
+        return start <= wall < end
+    return wall >= start or wall < end
+
+
+def _quiet_until(
+    windows: tuple[QuietHours, ...], now: datetime, tz: tzinfo
+) -> tuple[datetime, time]:
+    """When the quiet hours covering ``now`` are all over (UTC, and the local wall end)."""
+    moment, local, end_wall = now, now.astimezone(tz), time(0)
+    # Overlapping windows hand over to each other; the bound stops a day-long cover.
+    for _ in range(2 * len(windows) + 2):
+        wall = local.time().replace(tzinfo=None)
+        active = [window for window in windows if _in_window(window, wall)]
+        if not active:
+            break
+        ends = []
+        for window in active:
+            day = local.date() if wall < window.end else local.date() + timedelta(days=1)
+            ends.append((local_to_utc(day, window.end, tz), window.end))
+        moment, end_wall = max(ends)
+        local = moment.astimezone(tz)
+    return moment, end_wall
+
+
+def _ordinal(n: int) -> str:
+    return {1: "1st", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
+
+
+def _why(
+    winner: tuple[tuple[float, ...], str],
+    runner: tuple[tuple[float, ...], str] | None,
+    contact: ContactFacts,
+) -> str:
+    score, channel = winner
+    if runner is None:
+        return f"{channel}: the only eligible channel"
+    other_score, other = runner
+    criterion = 0
+    while score[criterion] == other_score[criterion]:
+        criterion += 1
+    if criterion == 0:
+        return f"{channel}: the contact's preferred channel"
+    if criterion == 1:
+        engaged, sent = contact.engagement.get(channel, (0, 0))
+        return f"{channel}: the best engagement ({engaged} of {sent} engaged, vs {other})"
+    if criterion == 2:
+        if score[2] == 0:
+            return f"{channel}: the usual app in {contact.country}"
+        return f"{channel}: {_ordinal(int(score[2]) + 1)} of the usual apps in {contact.country}"
+    if criterion == 3:
+        return f"{channel}: cheaper than {other}"
+    return f"{channel}: first in the marketer's order"
+
+
+def _unknown_topic(ask: Ask) -> Decision:
+    reasons = (f"unknown topic {ask.category}",)
+    considered = tuple(Consideration(channel, False, reasons) for channel in ask.candidates)
+    return Decision("suppress", None, None, considered, "unknown topic")
+
+
+@lru_cache(maxsize=4096)
+def _rejected(channel: str, reasons: tuple[str, ...]) -> Consideration:
+    # Rejections repeat (a few channels, a few reasons): sharing the immutable record saves
+    # most of a decision's allocations.
+    return Consideration(channel, False, reasons)
+
+
+@lru_cache(maxsize=16384)
+def _eligible(channel: str, score: tuple[float, ...]) -> Consideration:
+    # Most contacts share a few scores (no engagement data yet, the same country).
+    return Consideration(channel, True, (), score)
+
+
+@lru_cache(maxsize=16384)
+def _standing(
+    channel: str,
+    has_content: bool,
+    excluded: bool,
+    status: str | None,
+    opted_out: bool,
+    topic: str | None,
+    topic_allows: bool,
+    opted_in: bool | None,
+    session_closed: bool,
+) -> Consideration | None:
+    """Why ``channel`` may not carry the message, caps and quiet hours aside; None if it may.
+
+    ``topic`` is None for transactional messages; ``opted_in`` is the contact's preference for
+    (topic, channel), or None when they have none and the topic's default applies (the caller
+    passes the default then). Cached: the combinations are few and decisions many.
+    """
+    transactional = topic is None
+    reasons = []
+    if not has_content:
+        reasons.append("no content")
+    if excluded:
+        reasons.append("already tried")
+    if channel not in ADDRESSLESS:
+        if status is None:
+            reasons.append("no address")
+        elif status not in SENDABLE_STATUSES and (
+            status != "unsubscribed" or not transactional or channel in STOP_CHANNELS
+        ):
+            reasons.append(f"address {status}")
+    if opted_out and (not transactional or channel in STOP_CHANNELS):
+        reasons.append("opted out")
+    if not transactional:
+        if not topic_allows:
+            reasons.append(f"topic {topic} is not sent on this channel")
+        elif opted_in is False:
+            reasons.append(f"opted out of topic {topic}")
+        elif opted_in is None:
+            reasons.append(f"topic {topic} needs opt-in")
+    if session_closed:
+        reasons.append(SESSION_CLOSED)
+    return _rejected(channel, tuple(reasons)) if reasons else None
+
+
+def _quiet_channels(rules: Rules, wall: time) -> tuple[bool, frozenset[str]]:
+    """Whether quiet hours cover every channel at local ``wall`` time, else which ones."""
+    named: set[str] = set()
+    for window in rules.quiet_hours:
+        if _in_window(window, wall):
+            if not window.channels:
+                return True, frozenset()
+            named.update(window.channels)
+    return False, frozenset(named)
+
+
+def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Decision:
+    """Send, defer or suppress this message for this contact, and on which channel."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    category = ask.category
+    topic: Topic | None = None
+    if category != TRANSACTIONAL:
+        topic = rules.topics.get(category)
+        if topic is None:
+            return _unknown_topic(ask)
+    history = contact.history
+    caps: tuple[CapRule, ...] = ()
+    if topic is not None and not ask.ignore_caps:
+        caps = rules._caps_by_topic.get(category, rules._caps_by_topic[None])
+        # No rule can block before the history holds as many sends as the smallest limit.
+        if caps and len(history) < rules._cap_floor.get(category, rules._cap_floor[None]):
+            caps = ()
+    tz = zone(contact.timezone)
+    local = now.astimezone(tz)
+    all_quiet, quiet_now = False, _NOTHING
+    if topic is not None and rules.quiet_hours:
+        all_quiet, quiet_now = _quiet_channels(rules, local.time())
+
+    # Bound once: the loop below is the policy's hot path.
+    content, exclude, addresses = ask.content_channels, ask.exclude, contact.addresses
+    opted_out, preferences = contact.opted_out, contact.preferences
+    session_only, open_sessions = ask.session_only, contact.open_sessions
+    cap_exempt, engagement, costs = rules.cap_exempt, contact.engagement, rules.costs
+    key = topic.key if topic is not None else None
+    topic_channels = topic.channels if topic is not None else None
+    default_in = topic.default_opt_in if topic is not None else True
+    app_rank = rules._app_rank.get(contact.country or "", _NO_RANK)
+    unlisted = app_rank.get("", 0.0)
+    preferred = contact.preferred_channel
+    counts: dict[int, int] = {}
+    spans = rules._spans.get(category, rules._spans[None])
+
+    ranked: list[tuple[tuple[float, ...], str]] = []
+    rejected: list[Consideration] = []
+    quiet_best: tuple[datetime, str, str] | None = None
+    for order, channel in enumerate(ask.candidates):
+        status = addresses.get(channel)
+        # A conservative fast path; what it does not clear gets the full (cached) reasons.
+        if not (
+            channel in content
+            and channel not in exclude
+            and (status in SENDABLE_STATUSES or channel in ADDRESSLESS)
+            and channel not in opted_out
+            and (
+                key is None
+                or (
+                    (topic_channels is None or channel in topic_channels)
+                    and preferences.get((key, channel), default_in)
+                )
+            )
+            and (channel not in session_only or channel in open_sessions)
+        ):
+            opted_in = preferences.get((key, channel)) if key is not None else None
+            standing = _standing(
+                channel,
+                channel in content,
+                channel in exclude,
+                status,
+                channel in opted_out,
+                key,
+                topic_channels is None or channel in topic_channels,
+                (True if default_in else None) if opted_in is None else opted_in,
+                channel in session_only and channel not in open_sessions,
+            )
+            if standing is not None:
+                rejected.append(standing)
+                continue
+        if caps and channel not in cap_exempt:
+            blocking = None
+            for index, rule in enumerate(caps):
+                if rule.channel is not None and rule.channel != channel:
+                    continue
+                count = counts.get(index)
+                if count is None:
+                    span = spans[index]
+                    start = (
+                        now - span
+                        if isinstance(span, timedelta)
+                        else _days_start(contact.timezone, local.date(), span)
+                    )
+                    count = counts[index] = _count(history, start, rule)
+                if count >= rule.limit:
+                    blocking = rule.id
+                    break
+            if blocking is not None:
+                rejected.append(_rejected(channel, (f"capped by rule {blocking}",)))
+                continue
+        if all_quiet or channel in quiet_now:
+            windows = rules._quiet_by_channel.get(channel, rules._quiet_all)
+            until, end = _quiet_until(windows, now, tz)
+            reason = f"quiet hours until {end:%H:%M} {getattr(tz, 'key', 'UTC')}"
+            rejected.append(_rejected(channel, (reason,)))
+            if quiet_best is None or until < quiet_best[0]:
+                quiet_best = (until, channel, reason)
+            continue
+        counted = engagement.get(channel)
+        ranked.append(
+            (
+                (
+                    0.0 if channel == preferred else 1.0,
+                    -(counted[0] + 1) / (counted[1] + 2) if counted else -0.5,
+                    app_rank.get(channel, unlisted),
+                    costs.get(channel, UNPRICED),
+                    float(order),
+                ),
+                channel,
+            )
+        )
+
+    if ranked:
+        ranked.sort()
+        considered = [_eligible(channel, score) for score, channel in ranked]
+        reason = _why(ranked[0], ranked[1] if len(ranked) > 1 else None, contact)
+        return Decision("send", ranked[0][1], None, (*considered, *rejected), reason)
+    if quiet_best is not None:
+        if ask.quiet == "drop":
+            return Decision("suppress", None, None, tuple(rejected), "quiet hours")
+        until, channel, reason = quiet_best
+        return Decision("defer", None, until, tuple(rejected), f"{channel}: {reason}")
+    if not rejected:
+        return Decision("suppress", None, None, (), "no candidate channel")
+    summary = "; ".join(f"{item.channel} {', '.join(item.reasons)}" for item in rejected)
+    return Decision("suppress", None, None, tuple(rejected), f"no eligible channel: {summary}")

@@ -1,0 +1,319 @@
+"""Applying the reachability policy to claimed messages, inside the claim's transaction.
+
+Rules kept here:
+- every message to a known contact is decided when it is claimed, not when it is queued:
+  preferences, caps and quiet hours are those of the moment it would go; a raw address (no
+  contact) and the one reply a keyword requires skip the policy;
+- on PostgreSQL the claim locks the rows of the contacts it decides for, so two workers
+  deciding for one person take turns and each sees the other's sends: a cap holds exactly
+  under concurrency. SQLite has one writer, which gives the same;
+- a contact's counted sends are the messages that count, of the last 31 days, that are being
+  sent, sent or delivered; failed and suppressed ones do not count. Their time is the moment
+  they went (``due_at``, set when the outcome is recorded);
+- two messages to one person in one batch see each other: each send decided is added to the
+  person's history before the next is decided;
+- a message routed by a "best of" policy takes the chosen channel's provider and the
+  contact's newest usable address on it (newest device, for push); a message that named its
+  channel keeps the address chosen when it was queued;
+- each decision is appended to the message's ``decisions``, with when it was taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from junction.domain.reachability import (
+    Ask,
+    CapRule,
+    ContactFacts,
+    Decision,
+    PastSend,
+    QuietHours,
+    Rules,
+    Topic,
+    decide,
+)
+from junction.domain.sending import CHANNEL_ADDRESS
+from junction.domain.templates import TemplateDefinition
+from junction.errors import NotFound
+from junction.store import preferences, templates
+from junction.store.providers import provider_for
+from junction.store.tables import addresses, contacts, events, messages, topics
+
+COUNTED = ("sending", "sent", "delivered")
+ENGAGED = ("message.opened", "message.clicked", "message.read")
+SESSION_CHANNELS = ("whatsapp", "messenger")
+_RANK = {"active": 0, "unverified": 1, "unsubscribed": 2, "bounced": 3, "invalid": 4}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Routed:
+    """What the claim does with one message."""
+
+    row: Any
+    decision: Decision | None  # None: not decided (no contact, a keyword reply)
+    channel: str
+    provider: str
+    to_address: str
+    content: dict[str, Any]
+
+
+def needs_policy(row: Any) -> bool:
+    return row.contact_id is not None and not (row.policy or {}).get("reply")
+
+
+def rules_for(conn: Connection, workspace_id: int) -> Rules:
+    stored = preferences.rules_of(conn, workspace_id)
+    topic_rows = conn.execute(select(topics).where(topics.c.workspace_id == workspace_id))
+    known = {
+        row.key: Topic(
+            row.key,
+            row.default_opt_in,
+            frozenset(row.channels) if row.channels is not None else None,
+        )
+        for row in topic_rows
+    }
+    extra: dict[str, Any] = {}
+    if stored.get("countryApps"):
+        extra["country_apps"] = {k: tuple(v) for k, v in stored["countryApps"].items()}
+    if stored.get("costs"):
+        extra["costs"] = stored["costs"]
+    return Rules(
+        topics=known,
+        caps=tuple(cap_rule(cap) for cap in stored.get("caps", [])),
+        quiet_hours=tuple(quiet_window(q) for q in stored.get("quietHours", [])),
+        **extra,
+    )
+
+
+def cap_rule(stored: dict[str, Any]) -> CapRule:
+    return CapRule(
+        id=stored["id"],
+        limit=stored["limit"],
+        amount=stored["per"]["amount"],
+        unit=stored["per"]["unit"],
+        channel=stored.get("channel"),
+        topic=stored.get("topic"),
+    )
+
+
+def quiet_window(stored: dict[str, Any]) -> QuietHours:
+    return QuietHours(
+        time.fromisoformat(stored["start"]),
+        time.fromisoformat(stored["end"]),
+        frozenset(stored.get("channels") or ()),
+    )
+
+
+def route(conn: Connection, rows: Sequence[Any], now: datetime) -> list[Routed]:
+    """Decide every message of a claim; messages without a contact pass through."""
+    deciding = [row for row in rows if needs_policy(row)]
+    contact_ids = sorted({row.contact_id for row in deciding})
+    if contact_ids and conn.dialect.name == "postgresql":
+        conn.execute(
+            select(contacts.c.id)
+            .where(contacts.c.id.in_(contact_ids))
+            .order_by(contacts.c.id)
+            .with_for_update()
+        )
+    facts = _facts(conn, contact_ids, {row.id for row in rows}, now) if contact_ids else {}
+    rules = {ws: rules_for(conn, ws) for ws in {row.workspace_id for row in deciding}}
+    routed = []
+    for row in rows:
+        if not needs_policy(row):
+            routed.append(Routed(row, None, row.channel, row.provider, row.to_address, row.content))
+            continue
+        contact, reach = facts[row.contact_id]
+        ask = _ask(conn, row, contact)
+        decision = decide(ask, contact, rules[row.workspace_id], now)
+        channel = decision.channel or row.channel
+        provider, to_address, content = row.provider, row.to_address, row.content
+        if decision.action == "send" and (channel != row.channel or not row.to_address):
+            to_address, beside = reach.get(channel, ("", {}))
+            provider = provider_for(conn, row.workspace_id, channel)
+            content = {**_without_beside(row.content), **beside}
+        if decision.action == "send" and row.counts:
+            at_topic = None if row.category == "transactional" else row.category
+            updated = [*contact.history, PastSend(now, channel, at_topic)]
+            facts[row.contact_id] = (dataclasses.replace(contact, history=updated), reach)
+        routed.append(Routed(row, decision, channel, provider, to_address, content))
+    return routed
+
+
+def _without_beside(content: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in content.items() if k != "subscription_keys"}
+
+
+def _ask(conn: Connection, row: Any, contact: ContactFacts) -> Ask:
+    policy = row.policy or {}
+    candidates = tuple(policy.get("channels") or (row.channel,))
+    content = row.content
+    session_only: set[str] = set()
+    if "templateKey" in content:
+        offered, session_only = _template_channels(conn, row, candidates)
+    else:
+        offered = {row.channel}
+        if row.channel == "whatsapp" and "template" not in content:
+            session_only.add("whatsapp")
+        if row.channel == "messenger" and "tag" not in content:
+            session_only.add("messenger")
+    return Ask(
+        candidates=candidates,
+        category=row.category,
+        content_channels=frozenset(offered),
+        session_only=frozenset(session_only),
+        ignore_caps=bool(policy.get("ignoreCaps")),
+        counts=row.counts,
+        quiet="drop" if policy.get("quietHours") == "drop" else "defer",
+        exclude=frozenset(policy.get("tried", ())),
+    )
+
+
+def _template_channels(
+    conn: Connection, row: Any, candidates: Sequence[str]
+) -> tuple[set[str], set[str]]:
+    """(candidates the template has content for, those whose content needs a session)."""
+    content = row.content
+    try:
+        compiled = templates.load(
+            conn, row.workspace_id, content["templateKey"], int(content["templateVersion"])
+        )
+    except NotFound:
+        return set(), set()
+    definition: TemplateDefinition = compiled.definition
+    locale = content.get("locale")
+    offered, session_only = set(), set()
+    for channel in candidates:
+        _, block = definition.block(channel, locale)
+        if block is None:
+            continue
+        offered.add(channel)
+        if channel == "whatsapp" and getattr(block, "template", None) is None:
+            session_only.add(channel)
+        if channel == "messenger" and getattr(block, "tag", None) is None:
+            session_only.add(channel)
+    return offered, session_only
+
+
+Reach = dict[str, tuple[str, dict[str, Any]]]  # channel -> (address, what goes beside it)
+
+
+def _facts(
+    conn: Connection, contact_ids: list[int], claiming: set[int], now: datetime
+) -> dict[int, tuple[ContactFacts, Reach]]:
+    people = {
+        row.id: row
+        for row in conn.execute(
+            select(
+                contacts.c.id,
+                contacts.c.user_id,
+                contacts.c.timezone,
+                contacts.c.country,
+                contacts.c.traits,
+            ).where(contacts.c.id.in_(contact_ids))
+        )
+    }
+    statuses: dict[int, dict[str, str]] = defaultdict(dict)
+    reach: dict[int, Reach] = defaultdict(dict)
+    rows = conn.execute(
+        select(
+            addresses.c.contact_id,
+            addresses.c.kind,
+            addresses.c.value,
+            addresses.c.status,
+            addresses.c.details,
+        )
+        .where(addresses.c.contact_id.in_(contact_ids))
+        .order_by(addresses.c.updated_at.desc(), addresses.c.id.desc())
+    )
+    by_kind: dict[int, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        by_kind[row.contact_id][row.kind].append(row)
+    for contact_id, kinds in by_kind.items():
+        for channel, kind in CHANNEL_ADDRESS.items():
+            if kind is None or str(kind) not in kinds:
+                continue
+            found = sorted(kinds[str(kind)], key=lambda a: _RANK.get(a.status, 9))
+            statuses[contact_id][channel] = found[0].status
+            if found[0].status in ("active", "unverified"):
+                beside = {}
+                if channel == "web_push" and found[0].details:
+                    beside = {"subscription_keys": found[0].details.get("keys", {})}
+                reach[contact_id][channel] = (found[0].value, beside)
+    for contact_id, person in people.items():
+        for channel in ("in_app", "content_card"):
+            reach[contact_id][channel] = (person.user_id or "", {})
+
+    history: dict[int, list[PastSend]] = defaultdict(list)
+    sent: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for past in conn.execute(
+        select(
+            messages.c.id,
+            messages.c.contact_id,
+            messages.c.channel,
+            messages.c.category,
+            messages.c.due_at,
+            messages.c.counts,
+        ).where(
+            messages.c.contact_id.in_(contact_ids),
+            messages.c.status.in_(COUNTED),
+            messages.c.due_at >= now - timedelta(days=90),
+        )
+    ):
+        if past.id in claiming:
+            continue
+        sent[past.contact_id][past.channel] += 1
+        if past.counts and past.due_at >= now - timedelta(days=31):
+            topic = None if past.category == "transactional" else past.category
+            history[past.contact_id].append(PastSend(past.due_at, past.channel, topic))
+
+    engaged: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    sessions: dict[int, set[str]] = defaultdict(set)
+    for event in conn.execute(
+        select(events.c.contact_id, events.c.name, events.c.properties, events.c.timestamp).where(
+            events.c.contact_id.in_(contact_ids),
+            events.c.name.in_([*ENGAGED, "message.received"]),
+            events.c.timestamp >= now - timedelta(days=90),
+        )
+    ):
+        on = (event.properties or {}).get("channel")
+        if event.name == "message.received":
+            if on in SESSION_CHANNELS and event.timestamp >= now - timedelta(hours=24):
+                sessions[event.contact_id].add(on)
+        elif on:
+            engaged[event.contact_id][on] += 1
+
+    choices = preferences.choices_of(conn, contact_ids)
+    facts: dict[int, tuple[ContactFacts, Reach]] = {}
+    for contact_id, person in people.items():
+        chosen = choices.get(contact_id, {})
+        traits = person.traits or {}
+        preferred = traits.get("preferred_channel")
+        facts[contact_id] = (
+            ContactFacts(
+                timezone=person.timezone,
+                country=person.country,
+                preferred_channel=preferred if isinstance(preferred, str) else None,
+                addresses=statuses.get(contact_id, {}),
+                opted_out=frozenset(
+                    channel
+                    for (topic, channel), opted_in in chosen.items()
+                    if topic == preferences.EVERY_TOPIC and not opted_in
+                ),
+                preferences={k: v for k, v in chosen.items() if k[0] != preferences.EVERY_TOPIC},
+                engagement={
+                    channel: (engaged[contact_id][channel], count)
+                    for channel, count in sent[contact_id].items()
+                },
+                open_sessions=frozenset(sessions.get(contact_id, ())),
+                history=history.get(contact_id, []),
+            ),
+            reach[contact_id],
+        )
+    return facts
