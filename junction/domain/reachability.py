@@ -26,7 +26,8 @@ Rules kept here:
 - quiet hours are [start, end) in the contact's local time (DST-correct), may cross midnight,
   and apply to the channels listed (all when none are); an end time that does not exist
   locally (the spring-forward gap) ends the window when the clock jumps, an ambiguous one at
-  its first occurrence;
+  its first occurrence; a window whose start equals its end is empty; overlapping windows
+  hand over, so a deferral lasts until none covers the channel;
 - caps and quiet hours are checked only for a channel with no other reason against it, so a
   candidate is "only quiet" when quiet hours are its sole reason;
 - with no eligible candidate but some only quiet, the message is deferred until the earliest
@@ -36,7 +37,9 @@ Rules kept here:
   posterior mean (engaged + 1) / (sent + 2) of a Beta(1, 1) prior, higher first; the position
   in the country's usual apps (channels not listed after listed ones); cost, lower first; the
   marketer's order. The score is the sort key (lower first) and the reason names the first
-  criterion where the winner beats the runner-up;
+  criterion where the winner beats the runner-up; ``considered`` lists the eligible in rank
+  order (``Decision.fallbacks()`` is the rest of them), then the others in the asked order;
+  a channel named twice is considered once;
 - the policy reads no clock: ``now`` is passed in and must be timezone-aware.
 """
 
@@ -46,6 +49,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -75,22 +79,24 @@ STOP_CHANNELS = frozenset({"sms", "whatsapp"})
 SENDABLE_STATUSES = frozenset({"active", "unverified"})
 # Relative list prices in USD per message (2024, typical paid tiers; the own-channel ones cost
 # nothing per message). Only the order matters; a workspace overrides them with its own rates.
-DEFAULT_COSTS: Mapping[str, float] = {
-    "in_app": 0.0,
-    "content_card": 0.0,
-    "push": 0.0,
-    "web_push": 0.0,
-    "telegram": 0.0,
-    "messenger": 0.0,
-    "email": 0.0001,
-    "line": 0.002,
-    "viber": 0.002,
-    "whatsapp": 0.005,
-    "kakaotalk": 0.005,
-    "wechat": 0.005,
-    "sms": 0.0079,
-    "voice": 0.013,
-}
+DEFAULT_COSTS: Mapping[str, float] = MappingProxyType(
+    {
+        "in_app": 0.0,
+        "content_card": 0.0,
+        "push": 0.0,
+        "web_push": 0.0,
+        "telegram": 0.0,
+        "messenger": 0.0,
+        "email": 0.0001,
+        "line": 0.002,
+        "viber": 0.002,
+        "whatsapp": 0.005,
+        "kakaotalk": 0.005,
+        "wechat": 0.005,
+        "sms": 0.0079,
+        "voice": 0.013,
+    }
+)
 # A channel missing from the costs ranks after every priced one.
 UNPRICED = 1.0
 MAX_CAP_RULES = 10
@@ -161,14 +167,17 @@ class Rules:
             by_topic[key] = tuple(rule for rule in caps if rule.topic in (None, key))
         quiet_all = tuple(window for window in self.quiet_hours if not window.channels)
         named = {channel for window in self.quiet_hours for channel in window.channels}
-        by_channel = {
-            channel: tuple(
-                window
-                for window in self.quiet_hours
+        interned: dict[tuple[int, ...], tuple[QuietHours, ...]] = {(): quiet_all}
+        by_channel = {}
+        for channel in named:
+            covering = [
+                index
+                for index, window in enumerate(self.quiet_hours)
                 if not window.channels or channel in window.channels
+            ]
+            by_channel[channel] = interned.setdefault(
+                tuple(covering), tuple(self.quiet_hours[index] for index in covering)
             )
-            for channel in named
-        }
         floor = {
             key: min((rule.limit for rule in rules), default=0) for key, rules in by_topic.items()
         }
@@ -564,34 +573,31 @@ def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Deci
     ranked: list[tuple[tuple[float, ...], str]] = []
     rejected: list[Consideration] = []
     quiet_best: tuple[datetime, str, str] | None = None
+    quiet_memo: dict[int, tuple[datetime, str]] = {}
     for order, channel in enumerate(ask.candidates):
         status = addresses.get(channel)
-        # A conservative fast path; what it does not clear gets the full (cached) reasons.
+        has_content = channel in content
+        excluded = channel in exclude
+        opted = channel in opted_out
+        allowed = topic_channels is None or channel in topic_channels
+        opted_in: bool | None = (
+            default_in if key is None else preferences.get((key, channel), default_in)
+        )
+        closed = channel in session_only and channel not in open_sessions
+        # The common case in one test; anything else gets the full (cached) reasons.
         if not (
-            channel in content
-            and channel not in exclude
+            has_content
+            and not excluded
             and (status in SENDABLE_STATUSES or channel in ADDRESSLESS)
-            and channel not in opted_out
-            and (
-                key is None
-                or (
-                    (topic_channels is None or channel in topic_channels)
-                    and preferences.get((key, channel), default_in)
-                )
-            )
-            and (channel not in session_only or channel in open_sessions)
+            and not opted
+            and allowed
+            and opted_in
+            and not closed
         ):
-            opted_in = preferences.get((key, channel)) if key is not None else None
+            if key is not None and (key, channel) not in preferences:
+                opted_in = True if default_in else None
             standing = _standing(
-                channel,
-                channel in content,
-                channel in exclude,
-                status,
-                channel in opted_out,
-                key,
-                topic_channels is None or channel in topic_channels,
-                (True if default_in else None) if opted_in is None else opted_in,
-                channel in session_only and channel not in open_sessions,
+                channel, has_content, excluded, status, opted, key, allowed, opted_in, closed
             )
             if standing is not None:
                 rejected.append(standing)
@@ -599,7 +605,9 @@ def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Deci
         if caps and channel not in cap_exempt:
             blocking = None
             for index, rule in enumerate(caps):
-                if rule.channel is not None and rule.channel != channel:
+                if (rule.channel is not None and rule.channel != channel) or len(
+                    history
+                ) < rule.limit:
                     continue
                 count = counts.get(index)
                 if count is None:
@@ -618,8 +626,15 @@ def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Deci
                 continue
         if all_quiet or channel in quiet_now:
             windows = rules._quiet_by_channel.get(channel, rules._quiet_all)
-            until, end = _quiet_until(windows, now, tz)
-            reason = f"quiet hours until {end:%H:%M} {getattr(tz, 'key', 'UTC')}"
+            # Channels under the same windows share one answer (the tuples are interned).
+            known = quiet_memo.get(id(windows))
+            if known is None:
+                until, end = _quiet_until(windows, now, tz)
+                known = quiet_memo[id(windows)] = (
+                    until,
+                    f"quiet hours until {end:%H:%M} {getattr(tz, 'key', 'UTC')}",
+                )
+            until, reason = known
             rejected.append(_rejected(channel, (reason,)))
             if quiet_best is None or until < quiet_best[0]:
                 quiet_best = (until, channel, reason)

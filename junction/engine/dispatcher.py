@@ -278,10 +278,8 @@ class Dispatcher:
 
     def _fallback_at(self, claimed: outbox.Claimed) -> datetime | None:
         """When to try the next channel if this one's delivery is not confirmed by then."""
-        policy = claimed.policy or {}
-        seconds = policy.get("fallbackAfterSeconds")
-        tried = {*policy.get("tried", ()), claimed.channel}
-        if not seconds or not set(policy.get("channels") or ()) - tried:
+        seconds = (claimed.policy or {}).get("fallbackAfterSeconds")
+        if not seconds or not outbox.has_next_channel(claimed.policy, claimed.channel):
             return None
         return self.clock.now() + timedelta(seconds=seconds)
 
@@ -311,7 +309,7 @@ class Dispatcher:
     def _failed(self, claimed: outbox.Claimed, reason: str) -> dict[str, Any]:
         """A permanent failure: final, unless the message's policy has another channel to try
         (it is then decided again at once, without the channels already tried)."""
-        if len((claimed.policy or {}).get("channels") or ()) > 1:
+        if outbox.has_next_channel(claimed.policy, claimed.channel):
             return {
                 "status": outbox.FALLBACK,
                 "error": f"{claimed.channel}: {reason}",

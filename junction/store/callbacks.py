@@ -7,16 +7,19 @@ Callbacks arrive late, twice, and out of order (Twilio may report ``sent`` after
 
 A report that would move a message backwards or sideways is ignored. Each change that is
 applied is also an event on the contact; a hard bounce also marks the address ``bounced``.
+A failure of a message sent by a "best of" policy sends it on at once on its next channel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 
 from junction.channels.base import DeliveryUpdate
+from junction.store import outbox
 from junction.store.lifecycle import Change, record_changes
 from junction.store.providers import mark_address
 from junction.store.tables import messages
@@ -53,6 +56,9 @@ def apply_updates(
                 messages.c.contact_id,
                 messages.c.to_address,
                 messages.c.channel,
+                messages.c.workspace_id,
+                messages.c.policy,
+                messages.c.decisions,
             ).where(
                 messages.c.workspace_id == workspace_id,
                 messages.c.provider == provider,
@@ -68,6 +74,10 @@ def apply_updates(
         )
         if report.status == "bounced" and row.contact_id is not None:
             mark_address(conn, row.contact_id, row.to_address, "bounced", now)
+        if report.status in ("failed", "bounced") and outbox.has_next_channel(
+            row.policy, row.channel
+        ):
+            outbox.move_on(conn, [row], now, _failed_on(report))
         changes.append(
             Change(
                 workspace_id, row.contact_id, row.id, row.channel, report.status, now, report.reason
@@ -75,3 +85,10 @@ def apply_updates(
         )
     record_changes(conn, changes, now)
     return len(changes)
+
+
+def _failed_on(report: DeliveryUpdate) -> Callable[[Any], str]:
+    def why(row: Any) -> str:
+        return f"{row.channel}: {report.reason or report.status}"
+
+    return why

@@ -10,7 +10,7 @@ mid-batch leaves its rows ``sending``; when the lease runs out they are claimed 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -361,12 +361,30 @@ def reroute_undelivered(conn: Connection, now: datetime) -> int:
         .values(fallback_at=None)
     )
     late = [row for row in rows if row.status == SENT]
-    if not late:
+    return move_on(
+        conn,
+        late,
+        now,
+        lambda row: (
+            f"{row.channel}: delivery not confirmed within "
+            f"{row.policy.get('fallbackAfterSeconds')} seconds"
+        ),
+    )
+
+
+def has_next_channel(policy: dict[str, Any] | None, channel: str) -> bool:
+    policy = policy or {}
+    return bool(set(policy.get("channels") or ()) - {*policy.get("tried", ()), channel})
+
+
+def move_on(conn: Connection, rows: Sequence[Any], now: datetime, why: Callable[[Any], str]) -> int:
+    """Send each message (a row with id, workspace_id, contact_id, channel, policy,
+    decisions) again at once on its policy's next channel; returns how many."""
+    if not rows:
         return 0
-    reason = "{channel}: delivery not confirmed within {seconds} seconds"
     conn.execute(
         update(messages)
-        .where(messages.c.id == bindparam("mid"), messages.c.status == SENT)
+        .where(messages.c.id == bindparam("mid"))
         .values(
             status=QUEUED,
             due_at=now,
@@ -385,25 +403,21 @@ def reroute_undelivered(conn: Connection, now: datetime) -> int:
                     {
                         "action": "reroute",
                         "channel": row.channel,
-                        "reason": reason.format(
-                            channel=row.channel, seconds=row.policy.get("fallbackAfterSeconds")
-                        ),
+                        "reason": why(row),
                         "at": now.isoformat(),
                     },
                 ],
-                "why": reason.format(
-                    channel=row.channel, seconds=row.policy.get("fallbackAfterSeconds")
-                ),
+                "why": why(row)[:1000],
             }
-            for row in late
+            for row in rows
         ],
     )
     record_changes(
         conn,
         [
-            Change(row.workspace_id, row.contact_id, row.id, row.channel, REROUTED, now)
-            for row in late
+            Change(row.workspace_id, row.contact_id, row.id, row.channel, REROUTED, now, why(row))
+            for row in rows
         ],
         now,
     )
-    return len(late)
+    return len(rows)

@@ -263,3 +263,30 @@ def test_quiet_hours_defer_to_the_morning_or_drop(client, database, clock) -> No
     clock.advance(morning - clock.now())
     assert dispatch(database, clock) == 1
     assert shown(client, deferred)["status"] == "sent"
+
+
+def test_an_sms_reported_undelivered_becomes_a_call(
+    client,
+    database,
+    clock,
+    tenant,
+    twilio,  # noqa: F811
+) -> None:
+    client.post("/v1/templates", json=ALERT)
+    message = send(client, to={"userId": "ada"}, channels=["sms", "voice"], template="alert")
+    dispatch(database, clock)
+    sent = shown(client, message)
+    assert (sent["status"], sent["channel"]) == ("sent", "sms")
+    url = f"http://testserver/hooks/{tenant.id}/twilio_sms"
+    report = twilio.status_callback(sent["providerMessageId"], "undelivered", "30003", url=url)
+    answer = client.post(urlsplit(url).path, content=report.body, headers=report.headers)
+    assert answer.status_code == 200, answer.text
+    assert shown(client, message)["status"] == "queued"
+    assert dispatch(database, clock) == 1
+    called = shown(client, message)
+    assert (called["status"], called["channel"], called["policy"]["tried"]) == (
+        "sent",
+        "voice",
+        ["sms"],
+    )
+    assert called["decisions"][1]["action"] == "reroute"
