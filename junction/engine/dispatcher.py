@@ -122,14 +122,14 @@ class Dispatcher:
     async def run_once(self) -> int:
         """Claim one batch, send it, record it; returns how many messages it handled."""
         rerouted = await in_thread(self._reroute)
-        claimed = await in_thread(self._claim)
+        claimed, held = await in_thread(self._claim)
         if not claimed:
-            return rerouted
+            return rerouted + held
         ready, suppressed = await in_thread(self._personaliser.prepare, claimed)
         if suppressed:
             await in_thread(self._record, [self._suppressed(c, why) for c, why in suppressed])
         if not ready:
-            return len(claimed)
+            return len(claimed) + held
         await self._refresh_adapters({(c.workspace_id, c.provider) for c in ready})
         # Outcomes are recorded as sends finish, a few at a time, not once for the whole
         # batch: what a crash leaves unrecorded (and so sends again) is only what finished
@@ -144,7 +144,7 @@ class Dispatcher:
                 await in_thread(self._record, batch)
         if pending:
             await in_thread(self._record, pending)
-        return len(claimed)
+        return len(claimed) + held
 
     async def drain(self) -> int:
         """Run until nothing is due now, then close the adapters it built (tests, one-shot
@@ -170,9 +170,9 @@ class Dispatcher:
         with self.database.write() as conn:
             return outbox.reroute_undelivered(conn, now)
 
-    def _claim(self) -> list[outbox.Claimed]:
+    def _claim(self) -> tuple[list[outbox.Claimed], int]:
         with self.database.write() as conn:
-            return outbox.claim(
+            return outbox.claim_batch(
                 conn, self.clock.now(), self.settings.batch_size, self.settings.lease
             )
 

@@ -138,6 +138,13 @@ def enqueue(conn: Connection, intents: Sequence[Intent], now: datetime) -> dict[
 
 def claim(conn: Connection, now: datetime, limit: int, lease: timedelta) -> list[Claimed]:
     """Take up to ``limit`` due messages for this worker, oldest due first."""
+    return claim_batch(conn, now, limit, lease)[0]
+
+
+def claim_batch(
+    conn: Connection, now: datetime, limit: int, lease: timedelta
+) -> tuple[list[Claimed], int]:
+    """(the messages to send now, how many more the policy held: deferred or suppressed)."""
     due = or_(
         and_(messages.c.status.in_([QUEUED, RETRYING]), messages.c.due_at <= now),
         and_(messages.c.status == SENDING, messages.c.lease_until < now),
@@ -160,7 +167,7 @@ def claim(conn: Connection, now: datetime, limit: int, lease: timedelta) -> list
         query = query.with_for_update(of=messages, skip_locked=True)
     rows = conn.execute(query).all()
     if not rows:
-        return []
+        return [], 0
     routed = routing.route(conn, rows, now)
     sending = [r for r in routed if r.decision is None or r.decision.action == "send"]
     if sending:
@@ -190,7 +197,8 @@ def claim(conn: Connection, now: datetime, limit: int, lease: timedelta) -> list
                 for r in sending
             ],
         )
-    _hold(conn, [r for r in routed if r.decision is not None and r.decision.action != "send"], now)
+    held = [r for r in routed if r.decision is not None and r.decision.action != "send"]
+    _hold(conn, held, now)
     return [
         Claimed(
             id=r.row.id,
@@ -208,7 +216,7 @@ def claim(conn: Connection, now: datetime, limit: int, lease: timedelta) -> list
             policy=r.row.policy,
         )
         for r in sending
-    ]
+    ], len(held)
 
 
 def _decided(routed: routing.Routed, now: datetime) -> list[dict[str, Any]] | None:

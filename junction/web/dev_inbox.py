@@ -24,6 +24,7 @@ nav{padding:10px 20px;display:flex;gap:12px;flex-wrap:wrap}
 nav a{padding:4px 10px;border-radius:14px;background:#e4e8ef;color:#1d2330;text-decoration:none}
 nav a[aria-current]{background:#2f6fde;color:#fff}
 main{padding:0 20px 20px;display:grid;gap:12px;max-width:960px}
+.why{color:#555;font-size:.9em;margin:.25em 0}
 article{background:#fff;border-radius:8px;padding:12px 16px;box-shadow:0 1px 2px #0002}
 .meta{color:#5b6577;font-size:13px}.channel{font-weight:600;text-transform:uppercase;font-size:12px}
 iframe{width:100%;height:260px;border:1px solid #dde2ea;border-radius:6px;background:#fff}
@@ -52,6 +53,14 @@ def _body(message: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _why(message: dict[str, Any]) -> str:
+    """Why this channel, or why nothing went: the latest reachability decision."""
+    decisions = message.get("decisions") or []
+    if not decisions:
+        return ""
+    return f"<p class=why>{escape(decisions[-1].get('reason', ''))}</p>"
+
+
 def _when(iso: str | None) -> str:
     return f"{iso[:19].replace('T', ' ')} UTC" if iso else ""
 
@@ -67,7 +76,7 @@ def render(messages: list[dict[str, Any]], channel: str | None) -> str:
         f"""<article data-channel="{escape(m["channel"])}">
 <div class=meta><span class=channel>{escape(m["channel"])}</span> to
 <strong class=to>{escape(m["to"])}</strong>{" (" + escape(m["userId"]) + ")" if m["userId"] else ""}
-· {escape(m["status"])} · {escape(m["createdAt"] or "")}</div>{_body(m)}</article>"""
+· {escape(m["status"])} · {escape(m["createdAt"] or "")}</div>{_why(m)}{_body(m)}</article>"""
         for m in messages
     ]
     empty = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 from datetime import UTC, datetime, time, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
@@ -563,3 +563,18 @@ def test_a_cap_is_never_exceeded_and_decisions_are_deterministic(steps, zone) ->
     assert all(count <= 2 for count in local_days.values())
     sms = [send.at for send in capped_sends if send.channel == "sms"]
     assert all(later - earlier >= timedelta(hours=3) for earlier, later in pairwise(sms))
+
+
+def test_a_window_that_starts_where_it_ends_is_empty() -> None:
+    rules = replace(RULES, quiet_hours=(QuietHours(time(8), time(8)),))
+    assert decide(ask("sms"), contact(), rules, NOW).action == "send"
+
+
+def test_decisions_are_frozen_and_name_a_channel_only_when_sending() -> None:
+    rules = replace(RULES, quiet_hours=(NIGHT,))
+    deferred = decide(ask("sms"), contact(), rules, NOW.replace(hour=21))
+    assert (deferred.action, deferred.channel, deferred.fallbacks()) == ("defer", None, ())
+    with pytest.raises(FrozenInstanceError):
+        deferred.considered[0].eligible = True  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        deferred.action = "send"  # type: ignore[misc]

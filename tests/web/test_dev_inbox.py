@@ -54,3 +54,41 @@ def test_the_dev_inbox_asks_for_a_key(settings, database, tenant) -> None:
         answer = httpx.get(f"{url}/dev/inbox")
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"] == 'Basic realm="Junction"'
+
+
+def test_each_message_shows_why_it_went_where_it_went(settings, database, tenant, browser) -> None:  # noqa: F811
+    with (
+        serving(create_app(settings, database, SystemClock())) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tenant.key}"}) as http,
+    ):
+        http.post(
+            "/v1/identify",
+            json={"userId": "bia", "traits": {"phone": "+5511987654321", "country": "BR"}},
+        )
+        template = {
+            "key": "hello",
+            "channels": {"sms": {"text": "Oi"}, "whatsapp": {"text": "Oi"}},
+        }
+        assert http.post("/v1/templates", json=template).status_code == 201
+        http.put("/v1/topics/news", json={"name": "News"})
+        http.put(
+            "/v1/contacts/bia/preferences",
+            json={"preferences": [{"topic": "*", "channel": "sms", "optedIn": False}]},
+        )
+        http.post(
+            "/v1/messages",
+            json={
+                "to": {"userId": "bia"},
+                "channel": "sms",
+                "template": "hello",
+                "category": "news",
+            },
+        )
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(asyncio.run, Dispatcher(database, SystemClock()).drain()).result()
+        page = browser.new_page(extra_http_headers={"Authorization": f"Bearer {tenant.key}"})
+        page.goto(f"{url}/dev/inbox")
+        article = page.locator("article[data-channel=sms]")
+        assert "suppressed" in article.locator(".meta").inner_text()
+        assert "sms opted out" in article.locator(".why").inner_text()
+        page.close()
