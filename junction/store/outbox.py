@@ -170,15 +170,22 @@ def claim_batch(
         return [], 0
     routed = routing.route(conn, rows, now)
     sending = [r for r in routed if r.decision is None or r.decision.action == "send"]
-    if sending:
+    claimed = {
+        "status": SENDING,
+        "lease_until": now + lease,
+        "attempts": messages.c.attempts + 1,
+        "updated_at": now,
+    }
+    as_queued = [r.row.id for r in sending if r.decision is None]
+    if as_queued:  # no policy applied: one statement for all
+        conn.execute(update(messages).where(messages.c.id.in_(as_queued)).values(**claimed))
+    decided = [r for r in sending if r.decision is not None]
+    if decided:
         conn.execute(
             update(messages)
             .where(messages.c.id == bindparam("mid"))
             .values(
-                status=SENDING,
-                lease_until=now + lease,
-                attempts=messages.c.attempts + 1,
-                updated_at=now,
+                **claimed,
                 channel=bindparam("new_channel"),
                 provider=bindparam("new_provider"),
                 to_address=bindparam("new_to"),
@@ -194,7 +201,7 @@ def claim_batch(
                     "new_content": r.content,
                     "new_decisions": _decided(r, now),
                 }
-                for r in sending
+                for r in decided
             ],
         )
     held = [r for r in routed if r.decision is not None and r.decision.action != "send"]
