@@ -175,8 +175,9 @@ def main() -> int:
     gc.collect()
     gc.freeze()
     if args.profile:
-        cProfile.runctx("run(decide, work, workspace)", globals(), locals(), "policy.prof")
-        pstats.Stats("policy.prof").sort_stats("tottime").print_stats(25)
+        profiler = cProfile.Profile()
+        profiler.runcall(run, decide, work, workspace)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return 0
 
     base_seconds, _ = run(constant, work, workspace)
