@@ -48,7 +48,7 @@ class Intent:
     content: dict[str, Any]
     contact_id: int | None = None
     category: str = "transactional"
-    # How reachability treats it (junction.engine.routing): "best of" candidates, caps and
+    # How reachability treats it (junction.store.routing): "best of" candidates, caps and
     # quiet-hours options; {"reply": true} for the one answer a keyword requires.
     policy: dict[str, Any] | None = None
     counts: bool = True  # toward frequency caps
@@ -174,6 +174,10 @@ def claim_batch(
         "status": SENDING,
         "lease_until": now + lease,
         "attempts": messages.c.attempts + 1,
+        # A send in flight counts toward caps from now, when it goes: left at an old due
+        # time (a backlog), it would fall outside a cap's window for the workers deciding
+        # beside this one.
+        "due_at": now,
         "updated_at": now,
     }
     as_queued = [r.row.id for r in sending if r.decision is None]
@@ -332,10 +336,14 @@ def _tried(conn: Connection, failed: dict[int, str]) -> None:
     if not failed:
         return
     rows = conn.execute(
-        select(messages.c.id, messages.c.policy).where(messages.c.id.in_(list(failed)))
+        select(messages.c.id, messages.c.policy, messages.c.decisions, messages.c.last_error).where(
+            messages.c.id.in_(list(failed))
+        )
     )
     conn.execute(
-        update(messages).where(messages.c.id == bindparam("mid")).values(policy=bindparam("p")),
+        update(messages)
+        .where(messages.c.id == bindparam("mid"))
+        .values(policy=bindparam("p"), decisions=bindparam("d")),
         [
             {
                 "mid": row.id,
@@ -343,6 +351,10 @@ def _tried(conn: Connection, failed: dict[int, str]) -> None:
                     **(row.policy or {}),
                     "tried": [*(row.policy or {}).get("tried", []), failed[row.id]],
                 },
+                "d": [
+                    *(row.decisions or []),
+                    {"action": "reroute", "channel": failed[row.id], "reason": row.last_error},
+                ],
             }
             for row in rows
         ],

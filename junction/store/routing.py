@@ -8,8 +8,9 @@ Rules kept here:
   deciding for one person take turns and each sees the other's sends: a cap holds exactly
   under concurrency. SQLite has one writer, which gives the same;
 - a contact's counted sends are the messages that count, of the last 31 days, that are being
-  sent, sent or delivered; failed and suppressed ones do not count. Their time is the moment
-  they went (``due_at``, set when the outcome is recorded);
+  sent, sent, delivered or read; failed and suppressed ones do not count. Their time is the
+  moment they went (``due_at``: set to the claim time when claimed, to the finish time when
+  the outcome is recorded);
 - two messages to one person in one batch see each other: each send decided is added to the
   person's history before the next is decided;
 - a message routed by a "best of" policy takes the chosen channel's provider and the
@@ -28,7 +29,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from junction.domain.countries import COUNTRY_APPS
 from junction.domain.reachability import (
+    DEFAULT_COSTS,
     Ask,
     CapRule,
     ContactFacts,
@@ -46,7 +49,7 @@ from junction.store import preferences, templates
 from junction.store.providers import provider_for
 from junction.store.tables import addresses, contacts, events, messages, topics
 
-COUNTED = ("sending", "sent", "delivered")
+COUNTED = ("sending", "sent", "delivered", "read")
 ENGAGED = ("message.opened", "message.clicked", "message.read")
 SESSION_CHANNELS = ("whatsapp", "messenger")
 _RANK = {"active": 0, "unverified": 1, "unsubscribed": 2, "bounced": 3, "invalid": 4}
@@ -80,10 +83,13 @@ def rules_for(conn: Connection, workspace_id: int) -> Rules:
         for row in topic_rows
     }
     extra: dict[str, Any] = {}
-    if stored.get("countryApps"):
-        extra["country_apps"] = {k: tuple(v) for k, v in stored["countryApps"].items()}
+    if stored.get("countryApps"):  # per country, over the built-in table
+        extra["country_apps"] = {
+            **COUNTRY_APPS,
+            **{k: tuple(v) for k, v in stored["countryApps"].items()},
+        }
     if stored.get("costs"):
-        extra["costs"] = stored["costs"]
+        extra["costs"] = {**DEFAULT_COSTS, **stored["costs"]}
     return Rules(
         topics=known,
         caps=tuple(cap_rule(cap) for cap in stored.get("caps", [])),
@@ -241,7 +247,9 @@ def _facts(
                 continue
             found = sorted(kinds[str(kind)], key=lambda a: _RANK.get(a.status, 9))
             statuses[contact_id][channel] = found[0].status
-            if found[0].status in ("active", "unverified"):
+            # An unsubscribed address still takes what the policy lets through to it
+            # (transactional mail); bounced and invalid ones take nothing.
+            if found[0].status in ("active", "unverified", "unsubscribed"):
                 beside = {}
                 if channel == "web_push" and found[0].details:
                     beside = {"subscription_keys": found[0].details.get("keys", {})}
@@ -273,7 +281,7 @@ def _facts(
             topic = None if past.category == "transactional" else past.category
             history[past.contact_id].append(PastSend(past.due_at, past.channel, topic))
 
-    engaged: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    engaged: dict[int, dict[str, set[Any]]] = defaultdict(lambda: defaultdict(set))
     sessions: dict[int, set[str]] = defaultdict(set)
     for event in conn.execute(
         select(events.c.contact_id, events.c.name, events.c.properties, events.c.timestamp).where(
@@ -286,8 +294,8 @@ def _facts(
         if event.name == "message.received":
             if on in SESSION_CHANNELS and event.timestamp >= now - timedelta(hours=24):
                 sessions[event.contact_id].add(on)
-        elif on:
-            engaged[event.contact_id][on] += 1
+        elif on:  # a message opened and clicked is one engaged message
+            engaged[event.contact_id][on].add((event.properties or {}).get("messageId"))
 
     choices = preferences.choices_of(conn, contact_ids)
     facts: dict[int, tuple[ContactFacts, Reach]] = {}
@@ -308,7 +316,7 @@ def _facts(
                 ),
                 preferences={k: v for k, v in chosen.items() if k[0] != preferences.EVERY_TOPIC},
                 engagement={
-                    channel: (engaged[contact_id][channel], count)
+                    channel: (min(len(engaged[contact_id][channel]), count), count)
                     for channel, count in sent[contact_id].items()
                 },
                 open_sessions=frozenset(sessions.get(contact_id, ())),

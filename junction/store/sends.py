@@ -409,6 +409,7 @@ def _view(row: Any) -> dict[str, Any]:
         "lastError": row.last_error,
         "details": row.details,
         "policy": row.policy,
+        "countsTowardCaps": row.counts,
         "decisions": row.decisions or [],
         "dueAt": _iso(row.due_at),
         "createdAt": _iso(row.created_at),

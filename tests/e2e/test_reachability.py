@@ -176,7 +176,9 @@ def test_a_failed_sms_becomes_a_call(client, database, clock, tenant, twilio) ->
     called = shown(client, message)
     assert (called["status"], called["channel"]) == ("sent", "voice"), called
     assert called["policy"]["tried"] == ["sms"]
-    assert [d["channel"] for d in called["decisions"]] == ["sms", "voice"]
+    chain = [(d["action"], d["channel"]) for d in called["decisions"]]
+    assert chain == [("send", "sms"), ("reroute", "sms"), ("send", "voice")]
+    assert "21408" in called["decisions"][1]["reason"]
     assert [h["outcome"] for h in called["history"]] == ["failed", "sent"]
     assert "21408" in called["history"][0]["error"]
 
