@@ -241,7 +241,11 @@ def _facts(
     by_kind: dict[int, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         by_kind[row.contact_id][row.kind].append(row)
+    phone_country: dict[int, str] = {}
     for contact_id, kinds in by_kind.items():
+        for phone in kinds.get("phone", []):
+            if phone.details and phone.details.get("country"):
+                phone_country.setdefault(contact_id, phone.details["country"])
         for channel, kind in CHANNEL_ADDRESS.items():
             if kind is None or str(kind) not in kinds:
                 continue
@@ -306,7 +310,8 @@ def _facts(
         facts[contact_id] = (
             ContactFacts(
                 timezone=person.timezone,
-                country=person.country,
+                # The usual apps are those of the phone's country when no country is known.
+                country=person.country or phone_country.get(contact_id),
                 preferred_channel=preferred if isinstance(preferred, str) else None,
                 addresses=statuses.get(contact_id, {}),
                 opted_out=frozenset(
