@@ -157,6 +157,11 @@ class Rules:
     )
     # country -> channel -> position among its usual apps; "" -> the position of unlisted ones
     _app_rank: dict[str, dict[str, float]] = field(init=False, repr=False, compare=False)
+    # Per (timezone, now): a batch decides many people at one moment, most in a few
+    # timezones, so their local time and quiet-hours answers are worked out once.
+    _moments: dict[tuple[str | None, datetime], _Moment] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         # Sorted by id so that the first blocking rule found is the one to name.
@@ -198,6 +203,7 @@ class Rules:
             for country, apps in self.country_apps.items()
         }
         object.__setattr__(self, "_app_rank", app_rank)
+        object.__setattr__(self, "_moments", {})
         object.__setattr__(self, "_quiet_by_channel", by_channel)
         object.__setattr__(self, "_quiet_all", quiet_all)
 
@@ -522,6 +528,35 @@ def _standing(
     return _rejected(channel, tuple(reasons)) if reasons else None
 
 
+@dataclass(slots=True)
+class _Moment:
+    """``now`` in one timezone, and what quiet hours say then."""
+
+    tz: tzinfo
+    local: datetime
+    all_quiet: bool
+    quiet_now: frozenset[str]
+    until: dict[int, tuple[datetime, str]]  # by id() of a tuple of windows: end and reason
+
+
+_MAX_MOMENTS = 100_000
+
+
+def _moment(rules: Rules, tz_name: str | None, now: datetime) -> _Moment:
+    key = (tz_name, now)
+    found = rules._moments.get(key)
+    if found is None:
+        if len(rules._moments) >= _MAX_MOMENTS:
+            rules._moments.clear()
+        tz = zone(tz_name)
+        local = now.astimezone(tz)
+        all_quiet, quiet_now = (
+            _quiet_channels(rules, local.time()) if rules.quiet_hours else (False, _NOTHING)
+        )
+        found = rules._moments[key] = _Moment(tz, local, all_quiet, quiet_now, {})
+    return found
+
+
 def _quiet_channels(rules: Rules, wall: time) -> tuple[bool, frozenset[str]]:
     """Whether quiet hours cover every channel at local ``wall`` time, else which ones."""
     named: set[str] = set()
@@ -550,11 +585,11 @@ def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Deci
         # No rule can block before the history holds as many sends as the smallest limit.
         if caps and len(history) < rules._cap_floor.get(category, rules._cap_floor[None]):
             caps = ()
-    tz = zone(contact.timezone)
-    local = now.astimezone(tz)
+    moment = _moment(rules, contact.timezone, now)
+    tz, local = moment.tz, moment.local
     all_quiet, quiet_now = False, _NOTHING
-    if topic is not None and rules.quiet_hours:
-        all_quiet, quiet_now = _quiet_channels(rules, local.time())
+    if topic is not None:
+        all_quiet, quiet_now = moment.all_quiet, moment.quiet_now
 
     # Bound once: the loop below is the policy's hot path.
     content, exclude, addresses = ask.content_channels, ask.exclude, contact.addresses
@@ -573,7 +608,7 @@ def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Deci
     ranked: list[tuple[tuple[float, ...], str]] = []
     rejected: list[Consideration] = []
     quiet_best: tuple[datetime, str, str] | None = None
-    quiet_memo: dict[int, tuple[datetime, str]] = {}
+    quiet_memo = moment.until
     for order, channel in enumerate(ask.candidates):
         status = addresses.get(channel)
         has_content = channel in content
