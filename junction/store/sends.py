@@ -246,6 +246,20 @@ def accept(
                 )
             return Answer(earlier.status_code, dict(earlier.response), replayed=True)
 
+    key = f"api:{idempotency_key}" if idempotency_key else f"api:{uuid.uuid4()}"
+    ids, keys = queue(conn, workspace_id, request, key, now)
+    body: dict[str, Any] = {"id": ids[key], "status": outbox.QUEUED}
+    if request.channel in DEVICE_CHANNELS and not request.channels:
+        body["ids"] = [ids[message_key] for message_key in keys]
+    return _answered(conn, workspace_id, idempotency_key, fingerprint, body, now)
+
+
+def queue(
+    conn: Connection, workspace_id: int, request: SendRequest, key: str, now: datetime
+) -> tuple[dict[str, int], list[str]]:
+    """Check a send and put it in the outbox under ``key`` (a device channel's other
+    messages get ``key:1``, ``key:2``…): (message id by key, the keys). What API sends and
+    journey steps share; ``InvalidInput`` names what is wrong, and nothing is queued."""
     errors = check_category(request.category)
     if request.template is None:
         if request.content is None:
@@ -259,7 +273,7 @@ def accept(
     if errors:
         raise InvalidInput(errors)
     if request.channels:
-        return _accept_best_of(conn, workspace_id, request, now, idempotency_key, fingerprint)
+        return _queue_best_of(conn, workspace_id, request, key, now), [key]
     contact_id, targets = _recipients(conn, workspace_id, request)
     content, shape = (
         (request.content, request.content)
@@ -271,7 +285,6 @@ def accept(
         errors = check_session(request.channel, shape, last, now)
         if errors:
             raise InvalidInput(errors)
-    key = f"api:{idempotency_key}" if idempotency_key else f"api:{uuid.uuid4()}"
     provider = provider_for(conn, workspace_id, request.channel)
     # One message per device; the first keeps the request's key, so a single-address
     # channel's message key is exactly the Idempotency-Key.
@@ -295,10 +308,7 @@ def accept(
         ],
         now,
     )
-    body: dict[str, Any] = {"id": ids[key], "status": outbox.QUEUED}
-    if request.channel in DEVICE_CHANNELS:
-        body["ids"] = [ids[message_key] for message_key in keys]
-    return _answered(conn, workspace_id, idempotency_key, fingerprint, body, now)
+    return ids, keys
 
 
 def _answered(
@@ -346,14 +356,9 @@ def _check_best_of(request: SendRequest) -> list[FieldError]:
     return errors
 
 
-def _accept_best_of(
-    conn: Connection,
-    workspace_id: int,
-    request: SendRequest,
-    now: datetime,
-    idempotency_key: str | None,
-    fingerprint: str,
-) -> Answer:
+def _queue_best_of(
+    conn: Connection, workspace_id: int, request: SendRequest, key: str, now: datetime
+) -> dict[str, int]:
     """One message; its channel and address are chosen when it is sent."""
     contact_id = find_contact_id(conn, workspace_id, request.to["userId"])
     if contact_id is None:
@@ -368,8 +373,7 @@ def _accept_best_of(
         contact_id,
         any_of=request.channels,
     )
-    key = f"api:{idempotency_key}" if idempotency_key else f"api:{uuid.uuid4()}"
-    ids = outbox.enqueue(
+    return outbox.enqueue(
         conn,
         [
             outbox.Intent(
@@ -387,8 +391,6 @@ def _accept_best_of(
         ],
         now,
     )
-    body = {"id": ids[key], "status": outbox.QUEUED}
-    return _answered(conn, workspace_id, idempotency_key, fingerprint, body, now)
 
 
 def _iso(value: datetime | None) -> str | None:
