@@ -236,7 +236,7 @@ class DocumentType:
 def document_types() -> list[DocumentType]:
     """What `junction apply` can save. A new kind of definition (journeys) is one more entry:
     its marks must not overlap another's, so that a document is never two things at once."""
-    from junction.store import templates
+    from junction.store import journeys, templates
 
     return [
         DocumentType(
@@ -245,6 +245,12 @@ def document_types() -> list[DocumentType]:
             # Landing pages first: an SMS may link to one applied alongside it.
             rank=lambda body: 0 if body.get("kind") == "landing" else 1,
             save=templates.save,
+        ),
+        DocumentType(
+            name="journey",
+            marks=("steps", "trigger"),
+            rank=lambda body: 2,  # after the templates its steps send
+            save=journeys.save,
         ),
     ]
 

@@ -201,6 +201,8 @@ def test_apply_reports_every_problem_of_every_file(
         "key: Bad Key\nchannels: {sms: {text: 'Hi'}}\n"
         "---\n"
         "name: a journey, perhaps\nsteps: []\n"
+        "---\n"
+        "name: a segment, perhaps\nwhere: {plan: pro}\n"
     )
     unreadable = tmp_path / "unreadable.json"
     unreadable.write_text('{"key": "x",\n "channels": }')
@@ -211,7 +213,8 @@ def test_apply_reports_every_problem_of_every_file(
     code, output = run("apply", str(several), str(unreadable), str(dangling), "--workspace", "acme")
     assert code == 1, output
     assert f"{several} (document 2): key: String should match pattern" in output
-    assert f"{several} (document 3): document: not a definition Junction knows" in output
+    assert f"{several} (document 3): steps: List should have at least 1 item" in output
+    assert f"{several} (document 4): document: not a definition Junction knows" in output
     assert f"{unreadable}: json: line 2 column 14:" in output
     assert f"{dangling}: channels.sms.landingPage: no landing template 'nope'" in output
     assert versions(stored, tenant) == {}

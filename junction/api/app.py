@@ -16,6 +16,7 @@ from junction.api import (
     hooks,
     inbox,
     ingest,
+    journeys,
     links,
     messages,
     policies,
@@ -85,6 +86,7 @@ def create_app(
     app.include_router(hooks.router)
     app.include_router(inbox.router)
     app.include_router(templates.router)
+    app.include_router(journeys.router)
     app.include_router(links.router)
     app.include_router(dev_inbox.router)
     app.include_router(preferences.router)

@@ -43,6 +43,7 @@ from junction.clock import Clock
 from junction.domain.ratelimit import Pace
 from junction.domain.retry import RetryPolicy
 from junction.engine.inbox import InboxAdapter
+from junction.engine.journeys import JourneyEngine
 from junction.engine.personalising import Personaliser
 from junction.render.personalise import Links
 from junction.settings import Settings
@@ -90,10 +91,13 @@ class Dispatcher:
         draw: Callable[[], float] = random.random,
         adapters: Mapping[str, Adapter] | None = None,
         links: Links | None = None,
+        journey_grace: timedelta | None = None,
     ) -> None:
         self.database = database
         self._links = links
         self._personaliser = Personaliser(database, links)
+        self._journeys = JourneyEngine(database, clock, grace=journey_grace)
+        self.journey_work = 0
         self.clock = clock
         self.settings = settings or DispatcherSettings()
         self._draw = draw
@@ -114,13 +118,15 @@ class Dispatcher:
             except Exception:  # the database away for a moment: log it, keep dispatching
                 log.exception("dispatch round failed; trying again")
                 handled = 0
-            if handled == 0:
+            if handled == 0 and not self.journey_work:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.settings.idle_wait)
         await self.aclose()
 
     async def run_once(self) -> int:
-        """Claim one batch, send it, record it; returns how many messages it handled."""
+        """Advance journeys, then claim one batch, send it, record it; returns how many
+        messages it handled (journey work is in ``journey_work``)."""
+        self.journey_work = await in_thread(self._journeys.run_once)
         rerouted = await in_thread(self._reroute)
         claimed, held = await in_thread(self._claim)
         if not claimed:
@@ -151,7 +157,7 @@ class Dispatcher:
         runs: the next ``asyncio.run`` is another event loop, which connections cannot cross)."""
         total = 0
         try:
-            while handled := await self.run_once():
+            while (handled := await self.run_once()) or self.journey_work:
                 total += handled
         finally:
             await self.aclose()

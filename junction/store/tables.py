@@ -323,3 +323,70 @@ workspace_policies = Table(
     Column("rules", Json, nullable=False),
     Column("updated_at", Time, nullable=False),
 )
+
+# Journeys: one row per key, one per saved version; a run stays on the version it entered.
+journeys = Table(
+    "journeys",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("name", String(200)),
+    Column("status", String(16), nullable=False),  # draft, active, paused, archived
+    Column("current_version", Integer, nullable=False),
+    # The event that enters people (of the current version), for matching without a scan.
+    Column("trigger_event", String(200)),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    UniqueConstraint("workspace_id", "key"),
+    Index(None, "workspace_id", "trigger_event"),
+)
+
+journey_versions = Table(
+    "journey_versions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("journey_id", Id, ForeignKey("journeys.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("definition", Json, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("journey_id", "version"),
+)
+
+journey_runs = Table(
+    "journey_runs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("journey_id", Id, ForeignKey("journeys.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(16), nullable=False),  # active, waiting, completed, exited, converted
+    Column("step", String(64)),
+    Column("state", Json, nullable=False),
+    Column("wake_at", Time),  # when its timer fires; null: none
+    Column("entered_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    Index(None, "contact_id", "status"),
+    Index(None, "wake_at"),
+    Index(None, "journey_id", "contact_id"),
+)
+
+# Per journey and step: how many runs entered, were sent a message, converted, exited…
+journey_counts = Table(
+    "journey_counts",
+    metadata,
+    Column("journey_id", Id, ForeignKey("journeys.id", ondelete="CASCADE"), primary_key=True),
+    Column("step", String(64), primary_key=True),  # "" for the journey as a whole
+    Column("metric", String(16), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+# How far the journey engine has read the events table (events are matched to runs in order).
+journey_cursor = Table(
+    "journey_cursor",
+    metadata,
+    Column("id", Integer, primary_key=True),  # one row
+    Column("last_event_id", BigInteger, nullable=False),
+)

@@ -1,0 +1,400 @@
+"""Journey runs, durable: entering people, matching events to runs, firing timers, and
+carrying out what each advance of the pure step function asks — in one transaction.
+
+Rules kept here:
+- an advance's new state, its timer (``wake_at``), the messages it sends, its profile updates
+  and its counts commit together or not at all: a crash loses nothing and repeats nothing;
+- a send's message key is ``journey:{run}:{step}:{visit}``, so a step repeated after a crash
+  queues nothing twice (the outbox keeps one message per key);
+- events reach runs in the order they were stored, through a cursor that commits with the
+  advances it caused; an event finds its runs through the contact (an index), never a scan.
+  On PostgreSQL, events younger than ``grace`` wait a moment: transactions commit out of id
+  order, and the cursor must not pass an event that is not visible yet;
+- a message event (``message.opened``…) goes to the run that sent the message, with the
+  message's key, so "wait until the email is opened" knows which email;
+- an entry obeys the journey's rules: once ever, once per cooldown, or every time, and at
+  most ``maxConcurrent`` unfinished runs per person; a paused or draft journey enters nobody;
+- due timers are claimed in batches, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, like the
+  outbox: two workers never advance one run for the same timer;
+- a send a step cannot make (no address on that channel, no such template) is counted as
+  ``failed`` on its step and the run goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, and_, select
+
+from junction.domain.journeys import (
+    EVENT_FOR_ENGAGEMENT,
+    Entered,
+    EventReceived,
+    Finished,
+    JourneyDefinition,
+    ProfileUpdate,
+    RunState,
+    SendIntent,
+    SetTimer,
+    TimerFired,
+    Trigger,
+    WebhookCall,
+    advance,
+    matches,
+)
+from junction.errors import Conflict, InvalidInput
+from junction.store import journeys as definitions
+from junction.store import sends
+from junction.store.sql import insert_ignoring_conflicts
+from junction.store.tables import (
+    contacts,
+    events,
+    journey_cursor,
+    journey_runs,
+    journeys,
+    messages,
+)
+
+log = structlog.get_logger(__name__)
+FINAL = ("completed", "exited", "converted")
+ENGAGEMENT_OF_EVENT = {name: kind for kind, name in EVENT_FOR_ENGAGEMENT.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: int
+    workspace_id: int
+    journey_id: int
+    version: int
+    contact_id: int
+    state: RunState
+
+
+def _contact(conn: Connection, contact_id: int) -> tuple[str | None, dict[str, Any]]:
+    row = conn.execute(
+        select(contacts.c.user_id, contacts.c.traits, contacts.c.timezone).where(
+            contacts.c.id == contact_id
+        )
+    ).first()
+    if row is None:
+        return None, {}
+    return row.user_id, {**(row.traits or {}), "timezone": row.timezone}
+
+
+def enter(
+    conn: Connection,
+    journey: Any,
+    contact_id: int,
+    context: dict[str, Any],
+    event: dict[str, Any] | None,
+    now: datetime,
+) -> int | None:
+    """Enter one person into an active journey; the run's id, or None when its entry rules
+    keep them out."""
+    definition = definitions.load(conn, journey.id, journey.current_version)
+    entry = definition.entry
+    earlier = conn.execute(
+        select(journey_runs.c.entered_at, journey_runs.c.status).where(
+            journey_runs.c.journey_id == journey.id, journey_runs.c.contact_id == contact_id
+        )
+    ).all()
+    if entry.mode == "once" and earlier:
+        return None
+    if entry.mode == "cooldown" and entry.cooldown is not None:
+        since = now - entry.cooldown.delta()
+        if any(row.entered_at > since for row in earlier):
+            return None
+    if sum(row.status not in FINAL for row in earlier) >= entry.max_concurrent:
+        return None
+    run_id = conn.execute(
+        journey_runs.insert().values(
+            workspace_id=journey.workspace_id,
+            journey_id=journey.id,
+            version=journey.current_version,
+            contact_id=contact_id,
+            status="active",
+            step=None,
+            state={},
+            entered_at=now,
+            updated_at=now,
+        )
+    ).inserted_primary_key[0]  # type: ignore[index]
+    run = Run(run_id, journey.workspace_id, journey.id, journey.current_version, contact_id, None)  # type: ignore[arg-type]
+    definitions.count(conn, journey.id, [("", "entered")])
+    _advance(conn, run, definition, Entered(context=context, event=event), now)
+    return int(run_id)
+
+
+def _advance(
+    conn: Connection, run: Run, definition: JourneyDefinition, trigger: Trigger, now: datetime
+) -> bool:
+    """Advance one run and carry out its effects; False when the trigger changed nothing."""
+    user_id, contact = _contact(conn, run.contact_id)
+    state, effects = advance(definition, run.id, run.state, trigger, now, contact)
+    if run.state is not None and state == run.state and not effects:
+        return False
+    counts: list[tuple[str, str]] = []
+    before = run.state.visits if run.state is not None else {}
+    counts += [
+        (step, "entered")
+        for step, visits in state.visits.items()
+        for _ in range(visits - before.get(step, 0))
+    ]
+    for effect in effects:
+        if isinstance(effect, SendIntent):
+            counts.append((effect.step, _send(conn, run, user_id, effect, now)))
+        elif isinstance(effect, WebhookCall):
+            counts.append((effect.step, _call(conn, run, effect, now)))
+        elif isinstance(effect, ProfileUpdate):
+            _update_profile(conn, run.contact_id, effect.set, now)
+        elif isinstance(effect, Finished):
+            counts.append(("", effect.status))
+            counts.append((state.step or "", effect.status))
+            if effect.status == "converted":
+                counts += [(step, "converted") for step in state.touched]
+    wake_at = next((e.at for e in reversed(effects) if isinstance(e, SetTimer)), None)
+    if state.status in FINAL or state.waiting is None:
+        wake_at = None
+    elif wake_at is None and state.waiting is not None:
+        wake_at = state.waiting.until
+    conn.execute(
+        journey_runs.update()
+        .where(journey_runs.c.id == run.id)
+        .values(
+            status=state.status,
+            step=state.step,
+            state=state.to_dict(),
+            wake_at=wake_at,
+            updated_at=now,
+        )
+    )
+    definitions.count(conn, run.journey_id, counts)
+    return True
+
+
+def _send(
+    conn: Connection, run: Run, user_id: str | None, intent: SendIntent, now: datetime
+) -> str:
+    if user_id is None:
+        return "failed"  # an anonymous contact has no one to send to yet
+    request = sends.SendRequest(
+        channel=intent.channel or (intent.channels or ("email",))[0],
+        to={"userId": user_id},
+        content=intent.content,
+        template=intent.template,
+        data=intent.data or None,
+        category=intent.category,
+        channels=tuple(intent.channels or ()),
+    )
+    try:
+        with conn.begin_nested():  # a refused send writes nothing, and the run goes on
+            sends.queue(conn, run.workspace_id, request, intent.key, now)
+    except InvalidInput as error:
+        log.info("journey send not made", run=run.id, step=intent.step, reason=error.message)
+        return "failed"
+    return "sent"
+
+
+def _call(conn: Connection, run: Run, call: WebhookCall, now: datetime) -> str:
+    request = sends.SendRequest(
+        channel="webhook", to={"url": call.url}, content={"data": call.body or {}}
+    )
+    try:
+        with conn.begin_nested():
+            sends.queue(conn, run.workspace_id, request, call.key, now)
+    except InvalidInput:
+        return "failed"
+    return "called"
+
+
+def _update_profile(
+    conn: Connection, contact_id: int, values: dict[str, Any], now: datetime
+) -> None:
+    traits = conn.execute(
+        select(contacts.c.traits).where(contacts.c.id == contact_id)
+    ).scalar_one_or_none()
+    conn.execute(
+        contacts.update()
+        .where(contacts.c.id == contact_id)
+        .values(traits={**(traits or {}), **values}, updated_at=now)
+    )
+
+
+def _locked_runs(conn: Connection, condition: Any, limit: int | None = None) -> list[Run]:
+    query = select(journey_runs).where(condition).order_by(journey_runs.c.id)
+    if limit is not None:
+        query = query.limit(limit)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=limit is not None)
+    return [
+        Run(
+            row.id,
+            row.workspace_id,
+            row.journey_id,
+            row.version,
+            row.contact_id,
+            RunState.from_dict(row.state),
+        )
+        for row in conn.execute(query)
+    ]
+
+
+def fire_timers(conn: Connection, now: datetime, limit: int = 500) -> int:
+    """Advance runs whose timer is due; returns how many were claimed."""
+    due = _locked_runs(
+        conn,
+        and_(journey_runs.c.wake_at <= now, journey_runs.c.status.not_in(FINAL)),
+        limit,
+    )
+    for run in due:
+        definition = definitions.load(conn, run.journey_id, run.version)
+        if not _advance(conn, run, definition, TimerFired(at=now), now):
+            # A stale timer: clear it, so it is not claimed again and again.
+            conn.execute(
+                journey_runs.update().where(journey_runs.c.id == run.id).values(wake_at=None)
+            )
+    return len(due)
+
+
+def read_cursor(conn: Connection) -> int:
+    found = conn.execute(select(journey_cursor.c.last_event_id)).scalar_one_or_none()
+    return int(found or 0)
+
+
+def pending_events(conn: Connection, now: datetime, grace: timedelta) -> bool:
+    return (
+        conn.execute(
+            select(events.c.id)
+            .where(events.c.id > read_cursor(conn), events.c.received_at <= now - grace)
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
+def due_timers(conn: Connection, now: datetime) -> bool:
+    return (
+        conn.execute(
+            select(journey_runs.c.id)
+            .where(journey_runs.c.wake_at <= now, journey_runs.c.status.not_in(FINAL))
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
+def on_events(conn: Connection, now: datetime, grace: timedelta, limit: int = 500) -> int:
+    """Match the next stored events to journeys and runs; returns how many were read."""
+    cursor = read_cursor(conn)
+    batch = conn.execute(
+        select(
+            events.c.id,
+            events.c.workspace_id,
+            events.c.contact_id,
+            events.c.name,
+            events.c.properties,
+            events.c.received_at,
+        )
+        .where(events.c.id > cursor)
+        .order_by(events.c.id)
+        .limit(limit)
+    ).all()
+    read = 0
+    for event in batch:
+        if event.received_at > now - grace:
+            break  # maybe not every earlier event is visible yet: try again shortly
+        read += 1
+        cursor = event.id
+        if event.contact_id is None or not event.name:
+            continue
+        _route_event(conn, event, now)
+    if read:
+        _move_cursor(conn, cursor)
+    return read
+
+
+def _route_event(conn: Connection, event: Any, now: datetime) -> None:
+    properties = dict(event.properties or {})
+    engagement = ENGAGEMENT_OF_EVENT.get(event.name)
+    if event.name.startswith("message."):
+        # About a message: only the run that sent it cares.
+        owner = _message_owner(conn, properties.get("messageId"))
+        if owner is None:
+            return
+        run_id, message_key = owner
+        runs = _locked_runs(
+            conn, and_(journey_runs.c.id == run_id, journey_runs.c.status.not_in(FINAL))
+        )
+        trigger = EventReceived(
+            name=event.name, properties=properties, message_key=message_key, engagement=engagement
+        )
+        for run in runs:
+            _advance(conn, run, definitions.load(conn, run.journey_id, run.version), trigger, now)
+        return
+    received = EventReceived(
+        name=event.name, properties=properties, message_key=None, engagement=None
+    )
+    for run in _locked_runs(
+        conn,
+        and_(
+            journey_runs.c.contact_id == event.contact_id,
+            journey_runs.c.status.not_in(FINAL),
+        ),
+    ):
+        _advance(conn, run, definitions.load(conn, run.journey_id, run.version), received, now)
+    for journey in conn.execute(
+        select(journeys).where(
+            journeys.c.workspace_id == event.workspace_id,
+            journeys.c.trigger_event == event.name,
+            journeys.c.status == definitions.ACTIVE,
+        )
+    ):
+        definition = definitions.load(conn, journey.id, journey.current_version)
+        if matches(definition.trigger.where, properties):
+            enter(
+                conn,
+                journey,
+                event.contact_id,
+                {},
+                {"name": event.name, "properties": properties},
+                now,
+            )
+
+
+def _message_owner(conn: Connection, message_id: Any) -> tuple[int, str] | None:
+    if not isinstance(message_id, int):
+        return None
+    key = conn.execute(
+        select(messages.c.idempotency_key).where(messages.c.id == message_id)
+    ).scalar_one_or_none()
+    if key is None or not key.startswith("journey:"):
+        return None
+    parts = key.split(":")
+    if len(parts) < 4 or not parts[1].isdigit():
+        return None
+    return int(parts[1]), ":".join(parts[:4])
+
+
+def _move_cursor(conn: Connection, to: int) -> None:
+    updated = conn.execute(journey_cursor.update().values(last_event_id=to))
+    if updated.rowcount == 0:
+        insert_ignoring_conflicts(
+            conn, journey_cursor, [{"id": 1, "last_event_id": to}], on=("id",)
+        )
+
+
+def enter_by_api(
+    conn: Connection,
+    workspace_id: int,
+    key: str,
+    contact_id: int,
+    context: dict[str, Any],
+    now: datetime,
+) -> int | None:
+    journey = definitions.row_of(conn, workspace_id, key)
+    if journey.status != definitions.ACTIVE:
+        raise Conflict(f"journey {key!r} is {journey.status}; activate it to enter people")
+    return enter(conn, journey, contact_id, context, None, now)
