@@ -15,8 +15,10 @@ Rules kept here (https://www.standardwebhooks.com):
   5xx are passing (``RetryLater``, honouring Retry-After in seconds or as an HTTP date), as
   are timeouts and connection failures; redirects are not followed (the spec: update the
   URL instead) and fail, as does every other status;
-- only http(s) URLs are called; at most ``MAX_BODY_BYTES`` of a response are read, and none
-  of a 2xx or 3xx one, so a hostile endpoint cannot make us buffer megabytes;
+- only http(s) URLs are called; at most ``MAX_BODY_BYTES`` of a refusal are read, none of a
+  3xx, and of a 2xx at most ``MAX_RESPONSE_BYTES`` of a JSON answer (kept as the send's
+  ``response``, which a journey's later steps can use), so a hostile endpoint cannot make us
+  buffer megabytes;
 - one HTTP client per adapter, closed by ``aclose()``; the whole attempt, not each read,
   must finish within ``timeout``.
 """
@@ -168,10 +170,33 @@ def _envelope(message: OutboundMessage, default_type: str, now: datetime) -> byt
     return text.encode()
 
 
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+async def _answer(response: httpx.Response) -> object | None:
+    """A 2xx's JSON body, when it is JSON and small; else None."""
+    if "json" not in response.headers.get("content-type", ""):
+        return None
+    read = b""
+    async for chunk in response.aiter_bytes():
+        read += chunk
+        if len(read) > MAX_RESPONSE_BYTES:
+            return None
+    try:
+        parsed: object = json.loads(read)
+    except ValueError:
+        return None
+    return parsed
+
+
 async def _outcome(response: httpx.Response, sent_id: str) -> SendResult:
     status = response.status_code
     if 200 <= status < 300:
-        return SendResult(provider_message_id=sent_id, details={"status": status})
+        details: dict[str, object] = {"status": status}
+        answer = await _answer(response)
+        if answer is not None:
+            details["response"] = answer
+        return SendResult(provider_message_id=sent_id, details=details)
     if 300 <= status < 400:
         where = response.headers.get("location", "nowhere")[:MAX_REASON_CHARACTERS]
         raise PermanentFailure(

@@ -16,13 +16,15 @@ Rules kept here:
   most ``maxConcurrent`` unfinished runs per person; a paused or draft journey enters nobody;
 - due timers are claimed in batches, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, like the
   outbox: two workers never advance one run for the same timer;
+- a webhook step's JSON answer joins the run's context once the call is made, under the
+  step's id; steps that run after that see it as ``{{ data.<step id> }}``;
 - a send a step cannot make (no address on that channel, no such template) is counted as
   ``failed`` on its step and the run goes on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,7 +49,8 @@ from junction.domain.journeys import (
 )
 from junction.errors import Conflict, InvalidInput
 from junction.store import journeys as definitions
-from junction.store import sends
+from junction.store import outbox, sends
+from junction.store.providers import provider_for
 from junction.store.sql import insert_ignoring_conflicts
 from junction.store.tables import (
     contacts,
@@ -199,14 +202,23 @@ def _send(
 
 
 def _call(conn: Connection, run: Run, call: WebhookCall, now: datetime) -> str:
-    request = sends.SendRequest(
-        channel="webhook", to={"url": call.url}, content={"data": call.body or {}}
+    """Queue the signed call, on the contact: its lifecycle events (``message.sent``) come
+    back to this run, with the answer."""
+    outbox.enqueue(
+        conn,
+        [
+            outbox.Intent(
+                workspace_id=run.workspace_id,
+                idempotency_key=call.key,
+                channel="webhook",
+                provider=provider_for(conn, run.workspace_id, "webhook"),
+                to_address=call.url,
+                content={"data": call.body or {}},
+                contact_id=run.contact_id,
+            )
+        ],
+        now,
     )
-    try:
-        with conn.begin_nested():
-            sends.queue(conn, run.workspace_id, request, call.key, now)
-    except InvalidInput:
-        return "failed"
     return "called"
 
 
@@ -328,6 +340,10 @@ def _route_event(conn: Connection, event: Any, now: datetime) -> None:
         runs = _locked_runs(
             conn, and_(journey_runs.c.id == run_id, journey_runs.c.status.not_in(FINAL))
         )
+        if event.name == "message.sent":
+            for run in runs:
+                _keep_webhook_answer(conn, run, properties.get("messageId"), message_key, now)
+            return
         trigger = EventReceived(
             name=event.name, properties=properties, message_key=message_key, engagement=engagement
         )
@@ -362,6 +378,28 @@ def _route_event(conn: Connection, event: Any, now: datetime) -> None:
                 {"name": event.name, "properties": properties},
                 now,
             )
+
+
+def _keep_webhook_answer(
+    conn: Connection, run: Run, message_id: Any, message_key: str, now: datetime
+) -> None:
+    """A webhook step's JSON answer joins the run's context, as ``{{ data.<step id> }}``
+    for the sends after it."""
+    found = conn.execute(
+        select(messages.c.channel, messages.c.details).where(messages.c.id == message_id)
+    ).first()
+    if found is None or found.channel != "webhook" or not found.details:
+        return
+    answer = found.details.get("response")
+    if answer is None:
+        return
+    step = message_key.split(":")[2]
+    state = replace(run.state, context={**run.state.context, step: answer})
+    conn.execute(
+        journey_runs.update()
+        .where(journey_runs.c.id == run.id)
+        .values(state=state.to_dict(), updated_at=now)
+    )
 
 
 def _message_owner(conn: Connection, message_id: Any) -> tuple[int, str] | None:

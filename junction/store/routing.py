@@ -3,7 +3,7 @@
 Rules kept here:
 - every message to a known contact is decided when it is claimed, not when it is queued:
   preferences, caps and quiet hours are those of the moment it would go; a raw address (no
-  contact) and the one reply a keyword requires skip the policy;
+  contact), a webhook call and the one reply a keyword requires skip the policy;
 - on PostgreSQL the claim locks the rows of the contacts it decides for, so two workers
   deciding for one person take turns and each sees the other's sends: a cap holds exactly
   under concurrency. SQLite has one writer, which gives the same;
@@ -68,7 +68,12 @@ class Routed:
 
 
 def needs_policy(row: Any) -> bool:
-    return row.contact_id is not None and not (row.policy or {}).get("reply")
+    # A webhook is a call to a system, not a message to the person.
+    return (
+        row.contact_id is not None
+        and row.channel != "webhook"
+        and not (row.policy or {}).get("reply")
+    )
 
 
 def rules_for(conn: Connection, workspace_id: int) -> Rules:
