@@ -518,6 +518,166 @@ def schema_template() -> None:
     sys.stdout.write(schema_text(TemplateDefinition))
 
 
+@schema_app.command("journey")
+def schema_journey() -> None:
+    """Print the JSON Schema of a journey definition (docs/schemas/journey.schema.json)."""
+    from junction.domain.journey_model import JourneyDefinition
+
+    sys.stdout.write(schema_text(JourneyDefinition))
+
+
+@app.command("simulate")
+def simulate_journey(
+    journey: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="The journey's YAML or JSON file.")
+    ],
+    templates: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--templates",
+            exists=True,
+            dir_okay=False,
+            help="Files of the templates it sends (repeatable); missing ones get placeholders.",
+        ),
+    ] = None,
+    contacts: Annotated[int, typer.Option(min=1, help="How many synthetic people.")] = 1000,
+    days: Annotated[int, typer.Option(min=1, help="How long to simulate.")] = 7,
+    assume: Annotated[
+        str,
+        typer.Option(
+            help="Probabilities: opens (per email), clicks (per email, SMS, push), and any "
+            "other name is an event each person performs once, e.g. "
+            "opens=0.3,clicks=0.05,purchase=0.02."
+        ),
+    ] = "",
+    event_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--event-name",
+            help='The event an assumption performs, e.g. purchase="Order Completed" '
+            "(repeatable; default: the assumption's name).",
+        ),
+    ] = None,
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help='JSON lines to replay: {"userId": "sim-000001", "event": "...", '
+            '"properties": {...}, "at": HOURS_FROM_START}.',
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same numbers.")] = 1,
+    step_hours: Annotated[
+        float, typer.Option(min=0.01, help="How far the clock moves at each step.")
+    ] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")] = False,
+) -> None:
+    """Forecast a journey before it goes live: run it on a virtual clock, in a throwaway
+    database, for synthetic people (sim-000001…, each with an email, a phone and a push
+    device), sending through the capture provider (nothing leaves). Prints, per step, how many
+    entered, were sent each channel, failed, wait, converted and exited; and when messages go
+    out, day by day (hour by hour within 2 days).
+
+    Entry: everyone performs the trigger event at hour 0 (or is entered through the API).
+    Example: junction simulate examples/journeys/launch.yaml --templates
+    examples/journeys/templates.yaml --contacts 1000 --assume opens=0.3,purchase=0.02
+    --event-name purchase="Order Completed"
+    """
+    from junction.simulate import Forecast, Refused, parse_assumptions, simulate
+
+    try:
+        assumed = parse_assumptions(assume)
+        names: dict[str, str] = {}
+        for item in event_name or []:
+            key, sign, value = item.partition("=")
+            if not sign or not key.strip() or not value.strip():
+                raise ValueError(f"--event-name {item!r}: write name=Event Name")
+            names[key.strip()] = value.strip().strip("\"'")
+    except ValueError as error:
+        _fail(error)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn())
+    try:
+        with Progress(*columns, console=errors, disable=as_json, transient=True) as progress:
+            task = progress.add_task(f"simulating {journey.name}", total=None)
+            forecast: Forecast = simulate(
+                journey,
+                templates or [],
+                contacts,
+                days,
+                assumed,
+                events,
+                seed,
+                step_hours,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+                event_names=names,
+            )
+    except Refused as refused:
+        for line in refused.problems:
+            _print_problem(line)
+        errors.print("[red]not simulated[/red]")
+        raise typer.Exit(code=1) from None
+    if as_json:
+        print(json.dumps(forecast.as_dict(), indent=2))
+        return
+    _print_forecast(forecast)
+
+
+def _print_forecast(forecast: Any) -> None:
+    from rich import box
+
+    console.print(
+        f"[bold]{escape(forecast.journey)}[/bold]: {forecast.contacts} people, "
+        f"{forecast.days} days, seed {forecast.seed}, steps of {forecast.step_hours:g} h"
+    )
+    for note in forecast.notes:
+        console.print(f"[dim]{escape(note)}[/dim]")
+    steps = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, pad_edge=False)
+    for name in ("step", "type", "entered", "sent", "failed", "waiting", "converted", "exited"):
+        left = name in ("step", "type")
+        steps.add_column(name, no_wrap=True, justify="left" if left else "right")
+    for step in forecast.steps:
+        sent = ", ".join(f"{channel} {n}" for channel, n in step.sent.items())
+        if step.pending:
+            sent += f" ({step.pending} pending)"
+        steps.add_row(
+            step.id,
+            step.type,
+            str(step.entered),
+            sent or ("0" if step.type == "send" else ""),
+            str(step.failed or ""),
+            str(step.waiting or ""),
+            str(step.converted or ""),
+            str(step.exited or ""),
+        )
+    console.print(steps)
+    console.print()
+    channels = list(forecast.channels)
+    when = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, pad_edge=False)
+    for name in ("when", *channels, "total"):
+        when.add_column(name, no_wrap=True, justify="left" if name == "when" else "right")
+    first = forecast.timeline[0] if forecast.timeline else None
+    hourly = first is not None and first.to_hour - first.from_hour < 24
+    for bucket in forecast.timeline:
+        total = sum(bucket.sent.values())
+        if hourly and not total:
+            continue
+        span = f"{bucket.label} ({bucket.from_hour:g}-{bucket.to_hour:g} h)"
+        when.add_row(span, *(str(bucket.sent.get(c, 0)) for c in channels), str(total))
+    when.add_row(
+        "[bold]total[/bold]",
+        *(str(forecast.channels[c]) for c in channels),
+        str(sum(forecast.channels.values())),
+    )
+    console.print(when)
+    console.print(
+        f"entered {forecast.entered}; runs: "
+        + (", ".join(f"{status} {n}" for status, n in forecast.runs.items()) or "none")
+    )
+    performed = ", ".join(f"{escape(name)} {n}" for name, n in forecast.events.items())
+    console.print(f"[dim]events performed: {performed or 'none'}[/dim]")
+
+
 @app.command()
 def serve(
     demo: Annotated[

@@ -10,10 +10,14 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from junction.cli import app, schema_text
+from junction.domain.journey_model import JourneyDefinition
 from junction.domain.templates import TemplateDefinition
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
-PUBLISHED: list[tuple[str, type[BaseModel]]] = [("template", TemplateDefinition)]
+PUBLISHED: list[tuple[str, type[BaseModel]]] = [
+    ("template", TemplateDefinition),
+    ("journey", JourneyDefinition),
+]
 
 
 @pytest.mark.parametrize(("name", "model"), PUBLISHED)
@@ -34,3 +38,13 @@ def test_junction_schema_template_prints_the_published_file() -> None:
     schema = json.loads(result.output)
     sms = schema["$defs"]["SmsBlock"]["properties"]
     assert "landingPage" in sms and "landing_page" not in sms  # the names files use
+
+
+def test_junction_schema_journey_prints_the_published_file() -> None:
+    result = CliRunner().invoke(app, ["schema", "journey"])
+    assert result.exit_code == 0, result.output
+    assert result.output == (SCHEMAS / "journey.schema.json").read_text(encoding="utf-8")
+    schema = json.loads(result.output)
+    wait_for = schema["$defs"]["WaitForStep"]["properties"]
+    assert "messageOf" in wait_for and "message_of" not in wait_for  # the names files use
+    assert schema["$defs"]["Entry"]["properties"]["maxConcurrent"]["minimum"] == 1

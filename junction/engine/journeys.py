@@ -1,5 +1,5 @@
-"""The journey engine's round: events matched to runs, then due timers fired — each batch
-one transaction (``junction.store.journey_runs`` holds the rules)."""
+"""The journey engine's round: scheduled journeys fired, events matched to runs, due timers
+fired — each batch one transaction (``junction.store.journey_runs`` holds the rules)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,11 @@ class JourneyEngine:
         with self.database.read() as conn:  # most rounds have nothing to do: no write
             has_events = journey_runs.pending_events(conn, now, self.grace)
             has_timers = journey_runs.due_timers(conn, now)
+            has_schedules = journey_runs.due_schedules(conn, now)
         handled = 0
+        if has_schedules:
+            with self.database.write() as conn:
+                handled += journey_runs.fire_schedules(conn, now) or 1
         if has_events:
             with self.database.write() as conn:
                 handled += journey_runs.on_events(conn, now, self.grace, self.batch)

@@ -14,6 +14,8 @@ Rules kept here:
   message's key, so "wait until the email is opened" knows which email;
 - an entry obeys the journey's rules: once ever, once per cooldown, or every time, and at
   most ``maxConcurrent`` unfinished runs per person; a paused or draft journey enters nobody;
+- a scheduled journey (cron, UTC) enters every contact with a user id when it fires, then
+  waits for its next firing; firings missed while no worker ran are not made up for;
 - due timers are claimed in batches, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, like the
   outbox: two workers never advance one run for the same timer;
 - a webhook step's JSON answer joins the run's context once the call is made, under the
@@ -269,6 +271,42 @@ def fire_timers(conn: Connection, now: datetime, limit: int = 500) -> int:
                 journey_runs.update().where(journey_runs.c.id == run.id).values(wake_at=None)
             )
     return len(due)
+
+
+def due_schedules(conn: Connection, now: datetime) -> bool:
+    return (
+        conn.execute(select(journeys.c.id).where(journeys.c.next_fire_at <= now).limit(1)).first()
+        is not None
+    )
+
+
+def fire_schedules(conn: Connection, now: datetime) -> int:
+    """Enter the audience of every scheduled journey that is due; returns runs entered.
+
+    A firing missed while nothing ran is not made up for: the next one is the next after now.
+    """
+    query = select(journeys).where(
+        journeys.c.next_fire_at <= now, journeys.c.status == definitions.ACTIVE
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    entered = 0
+    for journey in conn.execute(query).all():
+        definition = definitions.load(conn, journey.id, journey.current_version)
+        context = {"scheduledAt": journey.next_fire_at.isoformat()}
+        audience = conn.execute(
+            select(contacts.c.id)
+            .where(contacts.c.workspace_id == journey.workspace_id, contacts.c.user_id.isnot(None))
+            .order_by(contacts.c.id)
+        ).scalars()
+        for contact_id in list(audience):
+            entered += enter(conn, journey, contact_id, context, None, now) is not None
+        conn.execute(
+            journeys.update()
+            .where(journeys.c.id == journey.id)
+            .values(next_fire_at=definitions.next_fire(definition, now))
+        )
+    return entered
 
 
 def read_cursor(conn: Connection) -> int:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import orjson
+from cronsim import CronSim
 from pydantic import ValidationError
 from sqlalchemy import Connection, func, select
 
@@ -33,6 +34,15 @@ _MOVES = {
 }
 
 
+def next_fire(definition: JourneyDefinition, after: datetime) -> datetime | None:
+    """When a scheduled journey next enters its audience (cron in UTC), strictly after."""
+    schedule = definition.trigger.schedule
+    if schedule is None:
+        return None
+    fire: datetime = next(CronSim(schedule.cron, after.astimezone(UTC)))
+    return fire
+
+
 def parse(raw: Any) -> JourneyDefinition:
     if not isinstance(raw, dict):
         raise InvalidInput(FieldError("journey", "must be an object (a mapping in YAML)"))
@@ -40,11 +50,24 @@ def parse(raw: Any) -> JourneyDefinition:
         return JourneyDefinition.model_validate(raw)
     except ValidationError as error:
         raise InvalidInput(
-            [
-                FieldError(".".join(str(p) for p in item["loc"]) or "journey", _message(item))
-                for item in error.errors()
-            ]
+            [FieldError(_where(raw, item["loc"]), _message(item)) for item in error.errors()]
         ) from None
+
+
+def _where(raw: dict[str, Any], location: tuple[Any, ...]) -> str:
+    """The field's path, with a step named by its id: ``steps.wait-paid.where`` rather than
+    pydantic's ``steps.0.wait_for.where``."""
+    parts = [str(p) for p in location]
+    if len(parts) >= 2 and parts[0] == "steps" and parts[1].isdigit():
+        steps = raw.get("steps")
+        index = int(parts[1])
+        step = steps[index] if isinstance(steps, list) and index < len(steps) else None
+        if isinstance(step, dict) and isinstance(step.get("id"), str):
+            rest = parts[2:]
+            if rest and rest[0] == step.get("type"):  # pydantic names the union's member
+                rest = rest[1:]
+            return ".".join(["steps", step["id"], *rest])
+    return ".".join(parts) or "journey"
 
 
 def _message(item: Any) -> str:
@@ -71,6 +94,7 @@ def save(conn: Connection, workspace_id: int, raw: Any, now: datetime) -> dict[s
                 status=DRAFT,
                 current_version=1,
                 trigger_event=trigger,
+                next_fire_at=None,
                 created_at=now,
                 updated_at=now,
             )
@@ -95,6 +119,7 @@ def save(conn: Connection, workspace_id: int, raw: Any, now: datetime) -> dict[s
                 current_version=version,
                 name=definition.name,
                 trigger_event=trigger,
+                next_fire_at=next_fire(definition, now) if row.status == ACTIVE else None,
                 updated_at=now,
             )
         )
@@ -135,10 +160,21 @@ def move(
     allowed, status = _MOVES[action]
     if row.status not in allowed:
         raise Conflict(f"journey {key!r} is {row.status}; it cannot be told to {action}")
+    fire = None
+    if status == ACTIVE:
+        fire = next_fire(load(conn, row.id, row.current_version), now)
     conn.execute(
-        journeys.update().where(journeys.c.id == row.id).values(status=status, updated_at=now)
+        journeys.update()
+        .where(journeys.c.id == row.id)
+        .values(status=status, next_fire_at=fire, updated_at=now)
     )
-    if status == ARCHIVED:  # its runs end where they are
+    if status == ARCHIVED:  # its runs end where they are, and are counted as exited there
+        ended = conn.execute(
+            select(journey_runs.c.step).where(
+                journey_runs.c.journey_id == row.id,
+                journey_runs.c.status.in_(["active", "waiting"]),
+            )
+        ).all()
         conn.execute(
             journey_runs.update()
             .where(
@@ -146,6 +182,11 @@ def move(
                 journey_runs.c.status.in_(["active", "waiting"]),
             )
             .values(status="exited", wake_at=None, updated_at=now)
+        )
+        count(
+            conn,
+            row.id,
+            [("", "exited")] * len(ended) + [(r.step, "exited") for r in ended if r.step],
         )
     return {"key": key, "status": status}
 

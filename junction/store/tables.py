@@ -336,10 +336,13 @@ journeys = Table(
     Column("current_version", Integer, nullable=False),
     # The event that enters people (of the current version), for matching without a scan.
     Column("trigger_event", String(200)),
+    # A scheduled journey's next firing (UTC); null when it has no schedule or is not active.
+    Column("next_fire_at", Time),
     Column("created_at", Time, nullable=False),
     Column("updated_at", Time, nullable=False),
     UniqueConstraint("workspace_id", "key"),
     Index(None, "workspace_id", "trigger_event"),
+    Index(None, "next_fire_at"),
 )
 
 journey_versions = Table(

@@ -203,3 +203,48 @@ def test_bad_journeys_and_entries_are_refused(client, database) -> None:
     assert paused.status_code == 409 and "paused" in paused.text
     assert client.post("/v1/journeys/launch/pause").status_code == 409
     assert client.post("/v1/journeys/nope/activate").status_code == 404
+
+
+def test_a_scheduled_journey_enters_everyone_when_its_cron_fires(client, database, clock) -> None:
+    digest = {
+        "key": "weekly",
+        "name": "Weekly digest",
+        "trigger": {"schedule": {"cron": "0 9 * * mon"}},
+        "entry": {"mode": "every_time"},
+        "steps": [
+            {
+                "id": "mail",
+                "type": "send",
+                "channel": "email",
+                "content": {"subject": "This week", "text": "News"},
+                "next": None,
+            },
+        ],
+    }
+    for user in ("ann", "bob"):
+        client.post("/v1/identify", json={"userId": user, "traits": {"email": f"{user}@x.io"}})
+    assert client.post("/v1/journeys", json=digest).status_code == 201
+    client.post("/v1/journeys/weekly/activate")
+
+    def mails() -> int:
+        return sum(
+            len(client.get("/v1/messages", params={"user_id": u}).json()["messages"])
+            for u in ("ann", "bob")
+        )
+
+    dispatch(database, clock)  # Friday 2026-11-20 09:00: not yet
+    assert mails() == 0
+    clock.advance(timedelta(days=3))  # Monday 09:00
+    dispatch(database, clock)
+    assert mails() == 2
+    clock.advance(timedelta(hours=1))
+    dispatch(database, clock)
+    assert mails() == 2  # once per firing
+    client.post("/v1/journeys/weekly/pause")
+    clock.advance(timedelta(days=7))
+    dispatch(database, clock)
+    assert mails() == 2  # paused: the Monday passes
+    client.post("/v1/journeys/weekly/resume")
+    clock.advance(timedelta(days=7))
+    dispatch(database, clock)
+    assert mails() == 4
