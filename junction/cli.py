@@ -575,15 +575,11 @@ def simulate_journey(
 ) -> None:
     """Forecast a journey before it goes live: run it on a virtual clock, in a throwaway
     database, for synthetic people (sim-000001…, each with an email, a phone and a push
-    device), sending through the capture provider (nothing leaves). Prints, per step, how many
-    entered, were sent each channel, failed, wait, converted and exited; and when messages go
-    out, day by day (hour by hour within 2 days).
-
-    Entry: everyone performs the trigger event at hour 0 (or is entered through the API).
-    Example: junction simulate examples/journeys/launch.yaml --templates
-    examples/journeys/templates.yaml --contacts 1000 --assume opens=0.3,purchase=0.02
-    --event-name purchase="Order Completed"
-    """
+    device), sending through the capture provider (nothing leaves). Everyone performs the
+    trigger event at hour 0 (or is entered through the API; a schedule fires on its cron).
+    Prints, per step, how many entered, were sent each channel, failed, wait, converted and
+    exited; and when messages go out, day by day (hour by hour within 2 days). Details and
+    examples: "Simulating" in docs/journeys.md."""
     from junction.simulate import Forecast, Refused, parse_assumptions, simulate
 
     try:

@@ -16,8 +16,9 @@ Rules kept here:
   time), then the dispatcher drains (journeys advance, messages go out). Time is therefore
   as fine as the step: an open 2.5 hours after a send is seen at the third hourly step;
 - entry: an event trigger is performed by everyone at hour 0 (with properties that satisfy
-  its ``where`` where possible); an API trigger enters everyone at hour 0; a schedule or
-  segment trigger is simulated as everyone entering at hour 0, and the forecast says so;
+  its ``where`` where possible); an API trigger enters everyone at hour 0; a schedule fires
+  on its cron (UTC) as the engine fires it, from a Monday 09:00 UTC start; a segment trigger
+  is simulated as everyone entering at hour 0. The forecast's notes say which;
 - assumptions are probabilities in [0, 1]: ``opens`` (each email sent is opened, 0-6 hours
   after it went out), ``clicks`` (each email, SMS or push sent is clicked, likewise), and any
   other name is an event each person performs once, at a uniformly random step before the
@@ -451,11 +452,18 @@ class _Simulation:
                     ingest(conn, self.workspace_id, Batch(calls, now), SECRET)
             self.performed[trigger.event] = self.people
             return
+        if trigger.schedule is not None:
+            # The engine fires the cron itself, as it will in production.
+            start = START.strftime("%a %Y-%m-%d %H:%M")
+            self.notes.append(
+                f"entry: the schedule {trigger.schedule.cron!r} (UTC) enters everyone at each "
+                f"firing; the simulation starts {start} UTC"
+            )
+            return
         if trigger.api:
             self.notes.append("entry: everyone entered through the API at hour 0")
         else:
-            kind = "schedule" if trigger.schedule is not None else "segment"
-            self.notes.append(f"entry: a {kind} trigger, simulated as everyone entering at hour 0")
+            self.notes.append("entry: a segment trigger, simulated as everyone entering at hour 0")
         for first in range(0, self.people, BATCH):
             with self.database.write() as conn:
                 for n in range(first + 1, min(first + BATCH, self.people) + 1):

@@ -124,6 +124,22 @@ def test_an_api_journey_with_a_missing_template_gets_a_placeholder(tmp_path: Pat
     assert len(forecast.timeline) == 24  # hour by hour within 2 days
 
 
+def test_a_scheduled_journey_enters_everyone_at_each_firing(tmp_path: Path) -> None:
+    journey = tmp_path / "daily.yaml"
+    journey.write_text(
+        "key: daily\nname: Daily\ntrigger: {schedule: {cron: '0 10 * * *'}}\n"
+        "entry: {mode: every_time}\n"
+        "steps:\n  - {id: tip, type: send, channel: push, content: {body: Tip of the day}}\n"
+    )
+
+    forecast = simulate(journey, [], 3, 2, {}, None, 1, 1.0)
+
+    # The simulation starts at 09:00 UTC: the cron fires at hours 1 and 25.
+    assert forecast.entered == 6 and forecast.runs == {"completed": 6}
+    assert sent_in(forecast, "push") == {1: 3, 25: 3}
+    assert any("'0 10 * * *'" in note for note in forecast.notes)
+
+
 def test_assumptions_are_read_and_bad_ones_named() -> None:
     assert parse_assumptions("opens=0.3, clicks=0.05,purchase=1") == {
         "opens": 0.3,
@@ -180,10 +196,13 @@ def test_an_invalid_journey_is_refused_naming_the_step(tmp_path: Path) -> None:
     assert code == 1
     assert "'sms' leads to 'nowhere'" in output and "not simulated" in output
 
-    unnamed = tmp_path / "unnamed.yaml"
-    unnamed.write_text("key: x\nname: X\ntrigger: {api: true}\nsteps:\n  - {type: exit}\n")
-    code, _, output = run("simulate", str(unnamed), "--contacts", "2")
-    assert code == 1 and "steps.0.exit.id" in output
+    untimed = tmp_path / "untimed.yaml"
+    untimed.write_text(
+        "key: x\nname: X\ntrigger: {api: true}\n"
+        "steps:\n  - {id: wait-paid, type: wait_for, event: Paid}\n"
+    )
+    code, _, output = run("simulate", str(untimed), "--contacts", "2")
+    assert code == 1 and "steps.wait-paid.timeout: Field required" in output
 
 
 def test_bad_replayed_events_and_assumptions_are_named(tmp_path: Path) -> None:
