@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/policy.py
+	$(BIN)/python bench/journeys.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -26,12 +26,13 @@ Rules kept here:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, bindparam, select
 
 from junction.domain.journeys import (
     EVENT_FOR_ENGAGEMENT,
@@ -78,15 +79,78 @@ class Run:
     state: RunState
 
 
-def _contact(conn: Connection, contact_id: int) -> tuple[str | None, dict[str, Any]]:
-    row = conn.execute(
-        select(contacts.c.user_id, contacts.c.traits, contacts.c.timezone).where(
-            contacts.c.id == contact_id
-        )
-    ).first()
-    if row is None:
-        return None, {}
-    return row.user_id, {**(row.traits or {}), "timezone": row.timezone}
+class _Work:
+    """One batch's transaction: what it has read (definitions, contacts, runs' latest
+    states) and what it will write (run states, counts), written once at the end."""
+
+    def __init__(self, conn: Connection, now: datetime) -> None:
+        self.conn = conn
+        self.now = now
+        self._definitions: dict[tuple[int, int], JourneyDefinition] = {}
+        self._contacts: dict[int, tuple[str | None, dict[str, Any]]] = {}
+        self.runs: dict[int, Run] = {}  # latest state of each run advanced in this batch
+        self._writes: dict[int, dict[str, Any]] = {}
+        self._counts: dict[tuple[int, str, str], int] = {}
+
+    def definition(self, journey_id: int, version: int) -> JourneyDefinition:
+        key = (journey_id, version)
+        found = self._definitions.get(key)
+        if found is None:
+            found = self._definitions[key] = definitions.load(self.conn, journey_id, version)
+        return found
+
+    def prefetch(self, contact_ids: Iterable[int]) -> None:
+        wanted = [c for c in set(contact_ids) if c not in self._contacts]
+        for chunk in range(0, len(wanted), 900):  # SQLite's bound-parameter limit
+            rows = self.conn.execute(
+                select(
+                    contacts.c.id, contacts.c.user_id, contacts.c.traits, contacts.c.timezone
+                ).where(contacts.c.id.in_(wanted[chunk : chunk + 900]))
+            )
+            for row in rows:
+                self._contacts[row.id] = (
+                    row.user_id,
+                    {**(row.traits or {}), "timezone": row.timezone},
+                )
+
+    def contact(self, contact_id: int) -> tuple[str | None, dict[str, Any]]:
+        if contact_id not in self._contacts:
+            self.prefetch([contact_id])
+        return self._contacts.get(contact_id, (None, {}))
+
+    def traits_changed(self, contact_id: int, values: dict[str, Any]) -> None:
+        user_id, contact = self.contact(contact_id)
+        self._contacts[contact_id] = (user_id, {**contact, **values})
+
+    def count(self, journey_id: int, step: str, metric: str) -> None:
+        key = (journey_id, step, metric)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def write(self, run: Run, values: dict[str, Any]) -> None:
+        self.runs[run.id] = run
+        self._writes[run.id] = values
+
+    def flush(self) -> None:
+        if self._writes:
+            self.conn.execute(
+                journey_runs.update()
+                .where(journey_runs.c.id == bindparam("rid"))
+                .values(
+                    status=bindparam("new_status"),
+                    step=bindparam("new_step"),
+                    state=bindparam("new_state"),
+                    wake_at=bindparam("new_wake"),
+                    updated_at=self.now,
+                ),
+                [{"rid": rid, **values} for rid, values in self._writes.items()],
+            )
+            self._writes.clear()
+        by_journey: dict[int, list[tuple[str, str]]] = {}
+        for (journey_id, step, metric), amount in self._counts.items():
+            by_journey.setdefault(journey_id, []).extend([(step, metric)] * amount)
+        for journey_id, increments in by_journey.items():
+            definitions.count(self.conn, journey_id, increments)
+        self._counts.clear()
 
 
 def enter(
@@ -99,20 +163,37 @@ def enter(
 ) -> int | None:
     """Enter one person into an active journey; the run's id, or None when its entry rules
     keep them out."""
-    definition = definitions.load(conn, journey.id, journey.current_version)
+    work = _Work(conn, now)
+    run_id = _enter(work, journey, contact_id, context, event)
+    work.flush()
+    return run_id
+
+
+def _enter(
+    work: _Work,
+    journey: Any,
+    contact_id: int,
+    context: dict[str, Any],
+    event: dict[str, Any] | None,
+) -> int | None:
+    conn, now = work.conn, work.now
+    definition = work.definition(journey.id, journey.current_version)
     entry = definition.entry
     earlier = conn.execute(
-        select(journey_runs.c.entered_at, journey_runs.c.status).where(
+        select(journey_runs.c.id, journey_runs.c.entered_at, journey_runs.c.status).where(
             journey_runs.c.journey_id == journey.id, journey_runs.c.contact_id == contact_id
         )
     ).all()
+    statuses = [
+        work.runs[row.id].state.status if row.id in work.runs else row.status for row in earlier
+    ]
     if entry.mode == "once" and earlier:
         return None
     if entry.mode == "cooldown" and entry.cooldown is not None:
         since = now - entry.cooldown.delta()
         if any(row.entered_at > since for row in earlier):
             return None
-    if sum(row.status not in FINAL for row in earlier) >= entry.max_concurrent:
+    if sum(status not in FINAL for status in statuses) >= entry.max_concurrent:
         return None
     run_id = conn.execute(
         journey_runs.insert().values(
@@ -128,55 +209,51 @@ def enter(
         )
     ).inserted_primary_key[0]  # type: ignore[index]
     run = Run(run_id, journey.workspace_id, journey.id, journey.current_version, contact_id, None)  # type: ignore[arg-type]
-    definitions.count(conn, journey.id, [("", "entered")])
-    _advance(conn, run, definition, Entered(context=context, event=event), now)
+    work.count(journey.id, "", "entered")
+    _advance(work, run, definition, Entered(context=context, event=event))
     return int(run_id)
 
 
-def _advance(
-    conn: Connection, run: Run, definition: JourneyDefinition, trigger: Trigger, now: datetime
-) -> bool:
+def _advance(work: _Work, run: Run, definition: JourneyDefinition, trigger: Trigger) -> bool:
     """Advance one run and carry out its effects; False when the trigger changed nothing."""
-    user_id, contact = _contact(conn, run.contact_id)
+    conn, now = work.conn, work.now
+    user_id, contact = work.contact(run.contact_id)
     state, effects = advance(definition, run.id, run.state, trigger, now, contact)
     if run.state is not None and state == run.state and not effects:
         return False
-    counts: list[tuple[str, str]] = []
+    journey = run.journey_id
     before = run.state.visits if run.state is not None else {}
-    counts += [
-        (step, "entered")
-        for step, visits in state.visits.items()
-        for _ in range(visits - before.get(step, 0))
-    ]
+    for step, visits in state.visits.items():
+        for _ in range(visits - before.get(step, 0)):
+            work.count(journey, step, "entered")
     for effect in effects:
         if isinstance(effect, SendIntent):
-            counts.append((effect.step, _send(conn, run, user_id, effect, now)))
+            work.count(journey, effect.step, _send(conn, run, user_id, effect, now))
         elif isinstance(effect, WebhookCall):
-            counts.append((effect.step, _call(conn, run, effect, now)))
+            work.count(journey, effect.step, _call(conn, run, effect, now))
         elif isinstance(effect, ProfileUpdate):
             _update_profile(conn, run.contact_id, effect.set, now)
+            work.traits_changed(run.contact_id, effect.set)
         elif isinstance(effect, Finished):
-            counts.append(("", effect.status))
-            counts.append((state.step or "", effect.status))
+            work.count(journey, "", effect.status)
+            work.count(journey, state.step or "", effect.status)
             if effect.status == "converted":
-                counts += [(step, "converted") for step in state.touched]
+                for step in state.touched:
+                    work.count(journey, step, "converted")
     wake_at = next((e.at for e in reversed(effects) if isinstance(e, SetTimer)), None)
     if state.status in FINAL or state.waiting is None:
         wake_at = None
-    elif wake_at is None and state.waiting is not None:
+    elif wake_at is None:
         wake_at = state.waiting.until
-    conn.execute(
-        journey_runs.update()
-        .where(journey_runs.c.id == run.id)
-        .values(
-            status=state.status,
-            step=state.step,
-            state=state.to_dict(),
-            wake_at=wake_at,
-            updated_at=now,
-        )
+    work.write(
+        replace(run, state=state),
+        {
+            "new_status": state.status,
+            "new_step": state.step,
+            "new_state": state.to_dict(),
+            "new_wake": wake_at,
+        },
     )
-    definitions.count(conn, run.journey_id, counts)
     return True
 
 
@@ -237,14 +314,17 @@ def _update_profile(
     )
 
 
-def _locked_runs(conn: Connection, condition: Any, limit: int | None = None) -> list[Run]:
+def _locked_runs(work: _Work, condition: Any, limit: int | None = None) -> list[Run]:
+    """Runs, locked on PostgreSQL; those this batch has already moved, at their new state
+    (their rows are written when the batch ends)."""
     query = select(journey_runs).where(condition).order_by(journey_runs.c.id)
     if limit is not None:
         query = query.limit(limit)
-    if conn.dialect.name == "postgresql":
+    if work.conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=limit is not None)
     return [
-        Run(
+        work.runs.get(row.id)
+        or Run(
             row.id,
             row.workspace_id,
             row.journey_id,
@@ -252,24 +332,27 @@ def _locked_runs(conn: Connection, condition: Any, limit: int | None = None) -> 
             row.contact_id,
             RunState.from_dict(row.state),
         )
-        for row in conn.execute(query)
+        for row in work.conn.execute(query)
     ]
 
 
 def fire_timers(conn: Connection, now: datetime, limit: int = 500) -> int:
     """Advance runs whose timer is due; returns how many were claimed."""
+    work = _Work(conn, now)
     due = _locked_runs(
-        conn,
+        work,
         and_(journey_runs.c.wake_at <= now, journey_runs.c.status.not_in(FINAL)),
         limit,
     )
+    work.prefetch(run.contact_id for run in due)
+    stale = []
     for run in due:
-        definition = definitions.load(conn, run.journey_id, run.version)
-        if not _advance(conn, run, definition, TimerFired(at=now), now):
-            # A stale timer: clear it, so it is not claimed again and again.
-            conn.execute(
-                journey_runs.update().where(journey_runs.c.id == run.id).values(wake_at=None)
-            )
+        definition = work.definition(run.journey_id, run.version)
+        if not _advance(work, run, definition, TimerFired(at=now)):
+            stale.append(run.id)
+    if stale:  # clear their timers, so they are not claimed again and again
+        conn.execute(journey_runs.update().where(journey_runs.c.id.in_(stale)).values(wake_at=None))
+    work.flush()
     return len(due)
 
 
@@ -291,21 +374,25 @@ def fire_schedules(conn: Connection, now: datetime) -> int:
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     entered = 0
+    work = _Work(conn, now)
     for journey in conn.execute(query).all():
-        definition = definitions.load(conn, journey.id, journey.current_version)
+        definition = work.definition(journey.id, journey.current_version)
         context = {"scheduledAt": journey.next_fire_at.isoformat()}
         audience = conn.execute(
             select(contacts.c.id)
             .where(contacts.c.workspace_id == journey.workspace_id, contacts.c.user_id.isnot(None))
             .order_by(contacts.c.id)
         ).scalars()
-        for contact_id in list(audience):
-            entered += enter(conn, journey, contact_id, context, None, now) is not None
+        audience_ids = list(audience)
+        work.prefetch(audience_ids)
+        for contact_id in audience_ids:
+            entered += _enter(work, journey, contact_id, context, None) is not None
         conn.execute(
             journeys.update()
             .where(journeys.c.id == journey.id)
             .values(next_fire_at=definitions.next_fire(definition, now))
         )
+    work.flush()
     return entered
 
 
@@ -353,6 +440,8 @@ def on_events(conn: Connection, now: datetime, grace: timedelta, limit: int = 50
         .limit(limit)
     ).all()
     read = 0
+    work = _Work(conn, now)
+    work.prefetch(event.contact_id for event in batch if event.contact_id is not None)
     for event in batch:
         if event.received_at > now - grace:
             break  # maybe not every earlier event is visible yet: try again shortly
@@ -360,13 +449,15 @@ def on_events(conn: Connection, now: datetime, grace: timedelta, limit: int = 50
         cursor = event.id
         if event.contact_id is None or not event.name:
             continue
-        _route_event(conn, event, now)
+        _route_event(work, event)
+    work.flush()
     if read:
         _move_cursor(conn, cursor)
     return read
 
 
-def _route_event(conn: Connection, event: Any, now: datetime) -> None:
+def _route_event(work: _Work, event: Any) -> None:
+    conn = work.conn
     properties = dict(event.properties or {})
     engagement = ENGAGEMENT_OF_EVENT.get(event.name)
     if event.name.startswith("message."):
@@ -376,29 +467,31 @@ def _route_event(conn: Connection, event: Any, now: datetime) -> None:
             return
         run_id, message_key = owner
         runs = _locked_runs(
-            conn, and_(journey_runs.c.id == run_id, journey_runs.c.status.not_in(FINAL))
+            work, and_(journey_runs.c.id == run_id, journey_runs.c.status.not_in(FINAL))
         )
         if event.name == "message.sent":
             for run in runs:
-                _keep_webhook_answer(conn, run, properties.get("messageId"), message_key, now)
+                _keep_webhook_answer(work, run, properties.get("messageId"), message_key)
             return
         trigger = EventReceived(
             name=event.name, properties=properties, message_key=message_key, engagement=engagement
         )
         for run in runs:
-            _advance(conn, run, definitions.load(conn, run.journey_id, run.version), trigger, now)
+            _advance(work, run, work.definition(run.journey_id, run.version), trigger)
         return
     received = EventReceived(
         name=event.name, properties=properties, message_key=None, engagement=None
     )
     for run in _locked_runs(
-        conn,
+        work,
         and_(
             journey_runs.c.contact_id == event.contact_id,
             journey_runs.c.status.not_in(FINAL),
         ),
     ):
-        _advance(conn, run, definitions.load(conn, run.journey_id, run.version), received, now)
+        if run.state.final:
+            continue  # finished earlier in this batch
+        _advance(work, run, work.definition(run.journey_id, run.version), received)
     for journey in conn.execute(
         select(journeys).where(
             journeys.c.workspace_id == event.workspace_id,
@@ -406,24 +499,21 @@ def _route_event(conn: Connection, event: Any, now: datetime) -> None:
             journeys.c.status == definitions.ACTIVE,
         )
     ):
-        definition = definitions.load(conn, journey.id, journey.current_version)
+        definition = work.definition(journey.id, journey.current_version)
         if matches(definition.trigger.where, properties):
-            enter(
-                conn,
+            _enter(
+                work,
                 journey,
                 event.contact_id,
                 {},
                 {"name": event.name, "properties": properties},
-                now,
             )
 
 
-def _keep_webhook_answer(
-    conn: Connection, run: Run, message_id: Any, message_key: str, now: datetime
-) -> None:
+def _keep_webhook_answer(work: _Work, run: Run, message_id: Any, message_key: str) -> None:
     """A webhook step's JSON answer joins the run's context, as ``{{ data.<step id> }}``
     for the sends after it."""
-    found = conn.execute(
+    found = work.conn.execute(
         select(messages.c.channel, messages.c.details).where(messages.c.id == message_id)
     ).first()
     if found is None or found.channel != "webhook" or not found.details:
@@ -433,10 +523,15 @@ def _keep_webhook_answer(
         return
     step = message_key.split(":")[2]
     state = replace(run.state, context={**run.state.context, step: answer})
-    conn.execute(
-        journey_runs.update()
-        .where(journey_runs.c.id == run.id)
-        .values(state=state.to_dict(), updated_at=now)
+    wake_at = state.waiting.until if state.waiting is not None else None
+    work.write(
+        replace(run, state=state),
+        {
+            "new_status": state.status,
+            "new_step": state.step,
+            "new_state": state.to_dict(),
+            "new_wake": wake_at,
+        },
     )
 
 
