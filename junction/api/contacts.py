@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from junction.api.deps import Services, ServicesDep, WorkspaceDep
+from junction.api.deps import ServicesDep, WorkspaceDep, in_read, in_write
 from junction.api.responses import JSONAnswer
 from junction.domain.addresses import AddressKind, check_web_push_subscription
 from junction.errors import FieldError, InvalidInput
@@ -73,26 +73,16 @@ def _device_address(device: Device) -> tuple[AddressKind, str, dict[str, Any]]:
     return AddressKind.PUSH, device.token, {"platform": device.type, "appId": device.app_id}
 
 
-def _read(svc: Services, fn: Any, *args: Any) -> Any:
-    with svc.database.read() as conn:
-        return fn(conn, *args)
-
-
-def _write(svc: Services, fn: Any, *args: Any) -> Any:
-    with svc.database.write() as conn:
-        return fn(conn, *args)
-
-
 @router.get("/{user_id}", response_class=JSONAnswer)
 async def get_contact(user_id: str, svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAnswer:
     """The contact's traits, addresses (with their status) and latest events."""
-    return JSONAnswer(await in_thread(_read, svc, store.get_contact, workspace_id, user_id))
+    return JSONAnswer(await in_thread(in_read, svc, store.get_contact, workspace_id, user_id))
 
 
 @router.get("/{user_id}/export", response_class=JSONAnswer)
 async def export_contact(user_id: str, svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAnswer:
     """Everything stored about the contact, as one JSON document."""
-    data = await in_thread(_read, svc, store.export_contact, workspace_id, user_id)
+    data = await in_thread(in_read, svc, store.export_contact, workspace_id, user_id)
     filename = f"contact-{workspace_id}-{abs(hash(user_id))}.json"
     return JSONAnswer(data, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
@@ -102,7 +92,7 @@ async def erase_contact(user_id: str, svc: ServicesDep, workspace_id: WorkspaceD
     """Erase the contact (GDPR art. 17): every row naming them goes; only keyed hashes of
     their ids stay, so a late event does not bring them back. Identifying them again does."""
     await in_thread(
-        _write, svc, store.erase_contact, workspace_id, user_id, svc.clock.now(), svc.secret
+        in_write, svc, store.erase_contact, workspace_id, user_id, svc.clock.now(), svc.secret
     )
     return Response(status_code=204)
 
@@ -115,7 +105,7 @@ async def register_device(
     A device registered for another user moves to this one."""
     kind, value, details = _device_address(device)
     address = await in_thread(
-        _write,
+        in_write,
         svc,
         store.register_device,
         workspace_id,
@@ -132,5 +122,5 @@ async def register_device(
 async def remove_device(
     user_id: str, device_id: int, svc: ServicesDep, workspace_id: WorkspaceDep
 ) -> Response:
-    await in_thread(_write, svc, store.remove_device, workspace_id, user_id, device_id)
+    await in_thread(in_write, svc, store.remove_device, workspace_id, user_id, device_id)
     return Response(status_code=204)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -56,3 +57,15 @@ def workspace_id(request: Request, svc: Annotated[Services, Depends(services)]) 
 
 ServicesDep = Annotated[Services, Depends(services)]
 WorkspaceDep = Annotated[int, Depends(workspace_id)]
+
+
+def in_read(svc: Services, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(conn, *args)`` in a read transaction (run it through ``in_thread``)."""
+    with svc.database.read() as conn:
+        return fn(conn, *args)
+
+
+def in_write(svc: Services, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(conn, *args)`` in a write transaction (run it through ``in_thread``)."""
+    with svc.database.write() as conn:
+        return fn(conn, *args)

@@ -10,24 +10,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette.sse import EventSourceResponse
 
-from junction.api.deps import Services, ServicesDep, WorkspaceDep
+from junction.api.deps import Services, ServicesDep, WorkspaceDep, in_read
 from junction.api.responses import JSONAnswer
 from junction.store import inbox
 from junction.threads import in_thread
 
 router = APIRouter(prefix="/v1/contacts/{user_id}/inbox", tags=["in-app"])
 POLL_SECONDS = 1.0
-
-
-def _read(svc: Services, fn: Any, *args: Any) -> Any:
-    with svc.database.read() as conn:
-        return fn(conn, *args)
 
 
 @router.get("", response_class=JSONAnswer)
@@ -40,7 +35,7 @@ async def get_inbox(
     """The contact's current items (pinned first, then newest) and the unread count."""
     now = svc.clock.now()
     return JSONAnswer(
-        await in_thread(_read, svc, inbox.list_inbox, workspace_id, user_id, now, kind)
+        await in_thread(in_read, svc, inbox.list_inbox, workspace_id, user_id, now, kind)
     )
 
 
@@ -56,14 +51,14 @@ async def stream_inbox(
     after = (
         int(last_event_id)
         if last_event_id and last_event_id.isdigit()
-        else await in_thread(_read, svc, inbox.latest_id, workspace_id, user_id)
+        else await in_thread(in_read, svc, inbox.latest_id, workspace_id, user_id)
     )
 
     async def events() -> AsyncIterator[dict[str, str]]:
         nonlocal after
         while not await request.is_disconnected():
             fresh = await in_thread(
-                _read, svc, inbox.items_after, workspace_id, user_id, after, svc.clock.now()
+                in_read, svc, inbox.items_after, workspace_id, user_id, after, svc.clock.now()
             )
             for item in fresh:
                 after = item["id"]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field
 
-from junction.api.deps import Services, ServicesDep, WorkspaceDep
+from junction.api.deps import Services, ServicesDep, WorkspaceDep, in_read, in_write
 from junction.api.responses import JSONAnswer
 from junction.domain.journeys import JourneyDefinition
 from junction.errors import FieldError, InvalidInput
@@ -17,16 +17,6 @@ from junction.store.identity import find_contact_id
 from junction.threads import in_thread
 
 router = APIRouter(prefix="/v1/journeys", tags=["journeys"])
-
-
-def _write(svc: Services, fn: Any, *args: Any) -> Any:
-    with svc.database.write() as conn:
-        return fn(conn, *args)
-
-
-def _read(svc: Services, fn: Any, *args: Any) -> Any:
-    with svc.database.read() as conn:
-        return fn(conn, *args)
 
 
 @router.get("/schema", response_class=JSONAnswer)
@@ -43,14 +33,14 @@ async def save_journey(
 ) -> JSONAnswer:
     """201 with the new version, 200 when nothing changed, 422 naming each problem (and the
     step it is in); nothing is saved unless everything is valid. New journeys are drafts."""
-    saved = await in_thread(_write, svc, journeys.save, workspace_id, definition, svc.clock.now())
+    saved = await in_thread(in_write, svc, journeys.save, workspace_id, definition, svc.clock.now())
     return JSONAnswer(saved, status_code=201 if saved["created"] else 200)
 
 
 @router.get("", response_class=JSONAnswer)
 async def list_journeys(svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAnswer:
     return JSONAnswer(
-        {"journeys": await in_thread(_read, svc, journeys.list_journeys, workspace_id)}
+        {"journeys": await in_thread(in_read, svc, journeys.list_journeys, workspace_id)}
     )
 
 
@@ -58,7 +48,7 @@ async def list_journeys(svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAns
 async def get_journey(key: str, svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAnswer:
     """The journey, its current definition, its runs by status, and per step: entered,
     waiting, sent, failed, converted, exited."""
-    return JSONAnswer(await in_thread(_read, svc, journeys.get, workspace_id, key))
+    return JSONAnswer(await in_thread(in_read, svc, journeys.get, workspace_id, key))
 
 
 class Entry(BaseModel):
@@ -101,5 +91,5 @@ async def move_journey(
 ) -> JSONAnswer:
     """Change a journey's status; 409 when its status does not allow it."""
     return JSONAnswer(
-        await in_thread(_write, svc, journeys.move, workspace_id, key, action, svc.clock.now())
+        await in_thread(in_write, svc, journeys.move, workspace_id, key, action, svc.clock.now())
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from junction.api.deps import Services, ServicesDep, WorkspaceDep
+from junction.api.deps import Services, ServicesDep, WorkspaceDep, in_read
 from junction.api.responses import JSONAnswer
 from junction.domain.sending import SENDABLE_CHANNELS
 from junction.errors import FieldError, InvalidInput
@@ -70,11 +70,6 @@ def _accept(
         return sends.accept(conn, workspace_id, request, svc.clock.now(), key)
 
 
-def _read(svc: Services, fn: Any, *args: Any) -> Any:
-    with svc.database.read() as conn:
-        return fn(conn, *args)
-
-
 @router.post("", status_code=202, response_class=JSONAnswer)
 async def send_message(
     message: NewMessage,
@@ -111,7 +106,7 @@ async def send_message(
 @router.get("/{message_id}", response_class=JSONAnswer)
 async def get_message(message_id: int, svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAnswer:
     """The message, its status, and every attempt."""
-    return JSONAnswer(await in_thread(_read, svc, sends.get_message, workspace_id, message_id))
+    return JSONAnswer(await in_thread(in_read, svc, sends.get_message, workspace_id, message_id))
 
 
 @router.post("/{message_id}/replay", status_code=202, response_class=JSONAnswer)
@@ -135,5 +130,5 @@ async def list_messages(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JSONAnswer:
     """A contact's messages, newest first."""
-    found = await in_thread(_read, svc, sends.list_messages, workspace_id, user_id, limit)
+    found = await in_thread(in_read, svc, sends.list_messages, workspace_id, user_id, limit)
     return JSONAnswer({"messages": found})

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection, select
 
-from junction.api.deps import Services, ServicesDep, WorkspaceDep
+from junction.api.deps import Services, ServicesDep, WorkspaceDep, in_read, in_write
 from junction.api.responses import JSONAnswer
 from junction.domain.addresses import AddressKind, AddressStatus
 from junction.domain.sending import SENDABLE_CHANNELS
@@ -194,16 +194,6 @@ def _save_topic(svc: Services, workspace_id: int, key: str, body: TopicBody) -> 
         )
 
 
-def _read(svc: Services, fn: Any, *args: Any) -> Any:
-    with svc.database.read() as conn:
-        return fn(conn, *args)
-
-
-def _write(svc: Services, fn: Any, *args: Any) -> Any:
-    with svc.database.write() as conn:
-        return fn(conn, *args)
-
-
 @router.put("/topics/{key}", response_class=JSONAnswer)
 async def put_topic(
     key: str, svc: ServicesDep, workspace_id: WorkspaceDep, body: Annotated[TopicBody, Body()]
@@ -214,13 +204,13 @@ async def put_topic(
 
 @router.get("/topics", response_class=JSONAnswer)
 async def get_topics(svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAnswer:
-    return JSONAnswer({"topics": await in_thread(_read, svc, store.list_topics, workspace_id)})
+    return JSONAnswer({"topics": await in_thread(in_read, svc, store.list_topics, workspace_id)})
 
 
 @router.delete("/topics/{key}", status_code=204)
 async def delete_topic(key: str, svc: ServicesDep, workspace_id: WorkspaceDep) -> Response:
     """Delete a topic and every choice made about it."""
-    await in_thread(_write, svc, store.delete_topic, workspace_id, key)
+    await in_thread(in_write, svc, store.delete_topic, workspace_id, key)
     return Response(status_code=204)
 
 
@@ -251,7 +241,7 @@ async def preference_link(
 ) -> JSONAnswer:
     """A signed link to the contact's hosted preference center (the link is the key)."""
     hours = (body or LinkBody()).ttl_hours
-    contact_id = await in_thread(_read, svc, _require, workspace_id, user_id)
+    contact_id = await in_thread(in_read, svc, _require, workspace_id, user_id)
     expires = svc.clock.now() + timedelta(hours=hours)
     url = links_from(svc.settings).preferences_url(
         workspace_id, contact_id, int(expires.timestamp())

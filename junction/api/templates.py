@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from junction.api.deps import Services, ServicesDep, WorkspaceDep
+from junction.api.deps import ServicesDep, WorkspaceDep, in_read, in_write
 from junction.api.responses import JSONAnswer
 from junction.domain.templates import TemplateDefinition
 from junction.engine.personalising import links_from
@@ -16,16 +16,6 @@ from junction.store import templates as store
 from junction.threads import in_thread
 
 router = APIRouter(tags=["templates"])
-
-
-def _write(svc: Services, fn: Any, *args: Any) -> Any:
-    with svc.database.write() as conn:
-        return fn(conn, *args)
-
-
-def _read(svc: Services, fn: Any, *args: Any) -> Any:
-    with svc.database.read() as conn:
-        return fn(conn, *args)
 
 
 @router.get("/v1/templates/schema", response_class=JSONAnswer)
@@ -43,14 +33,14 @@ async def save_template(
     """Save a template: 201 with its new version, or 200 when nothing changed. Every problem
     (shape, Liquid syntax with line and column, content that cannot fit its channel) is a 422
     naming the field, and nothing is saved."""
-    saved = await in_thread(_write, svc, store.save, workspace_id, definition, svc.clock.now())
+    saved = await in_thread(in_write, svc, store.save, workspace_id, definition, svc.clock.now())
     return JSONAnswer(saved, status_code=201 if saved["created"] else 200)
 
 
 @router.get("/v1/templates", response_class=JSONAnswer)
 async def list_templates(svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAnswer:
     return JSONAnswer(
-        {"templates": await in_thread(_read, svc, store.list_templates, workspace_id)}
+        {"templates": await in_thread(in_read, svc, store.list_templates, workspace_id)}
     )
 
 
@@ -62,14 +52,14 @@ async def get_template(
     version: Annotated[int | None, Query(ge=1)] = None,
 ) -> JSONAnswer:
     """A template's definition (the current version, or the one asked for) and its versions."""
-    return JSONAnswer(await in_thread(_read, svc, store.get, workspace_id, key, version))
+    return JSONAnswer(await in_thread(in_read, svc, store.get, workspace_id, key, version))
 
 
 @router.delete("/v1/templates/{key}", response_class=JSONAnswer)
 async def archive_template(key: str, svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAnswer:
     """Archive: new sends refuse it; messages already queued still render their version."""
     return JSONAnswer(
-        await in_thread(_write, svc, store.archive, workspace_id, key, svc.clock.now())
+        await in_thread(in_write, svc, store.archive, workspace_id, key, svc.clock.now())
     )
 
 
@@ -101,13 +91,15 @@ async def preview_template(
         locale=body.locale,
     )
     links = links_from(svc.settings)
-    return JSONAnswer(await in_thread(_read, svc, store.preview, workspace_id, key, request, links))
+    return JSONAnswer(
+        await in_thread(in_read, svc, store.preview, workspace_id, key, request, links)
+    )
 
 
 @router.get("/v1/constants", response_class=JSONAnswer)
 async def get_constants(svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAnswer:
     """Workspace constants: `{{ workspace.NAME }}` in every template."""
-    return JSONAnswer(await in_thread(_read, svc, store.constants, workspace_id))
+    return JSONAnswer(await in_thread(in_read, svc, store.constants, workspace_id))
 
 
 @router.put("/v1/constants", response_class=JSONAnswer)
@@ -117,5 +109,5 @@ async def set_constants(
     values: Annotated[dict[str, Any], Body(description="the whole set of constants")],
 ) -> JSONAnswer:
     return JSONAnswer(
-        await in_thread(_write, svc, store.set_constants, workspace_id, values, svc.clock.now())
+        await in_thread(in_write, svc, store.set_constants, workspace_id, values, svc.clock.now())
     )

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, select
 
 from junction.domain.sending import SENDABLE_CHANNELS
 from junction.errors import FieldError, InvalidInput, NotFound
-from junction.store.sql import insert_ignoring_conflicts
+from junction.store.sql import insert_ignoring_conflicts, update_or_insert
 from junction.store.tables import preferences, topics, workspace_policies
 
 EVERY_TOPIC = "*"
@@ -190,14 +190,9 @@ def rules_of(conn: Connection, workspace_id: int) -> dict[str, Any]:
 
 
 def set_rules(conn: Connection, workspace_id: int, rules: dict[str, Any], now: datetime) -> None:
-    updated = conn.execute(
-        workspace_policies.update()
-        .where(workspace_policies.c.workspace_id == workspace_id)
-        .values(rules=rules, updated_at=now)
+    update_or_insert(
+        conn,
+        workspace_policies,
+        {"workspace_id": workspace_id},
+        {"rules": rules, "updated_at": now},
     )
-    if updated.rowcount == 0:
-        conn.execute(
-            workspace_policies.insert().values(
-                workspace_id=workspace_id, rules=rules, updated_at=now
-            )
-        )

@@ -22,6 +22,19 @@ def insert_ignoring_conflicts(
     conn.execute(statement, list(rows))
 
 
+def update_or_insert(
+    conn: Connection, table: Table, key: dict[str, Any], values: dict[str, Any]
+) -> None:
+    """Set ``values`` on the row found by ``key``, creating it when there is none."""
+    updated = conn.execute(
+        table.update()
+        .where(*(table.c[name] == value for name, value in key.items()))
+        .values(**values)
+    )
+    if updated.rowcount == 0:
+        conn.execute(table.insert().values(**key, **values))
+
+
 def insert_rows_fast(
     conn: Connection,
     table: Table,

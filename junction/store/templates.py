@@ -33,6 +33,7 @@ from junction.render.personalise import (
 )
 from junction.store.identity import find_contact_id
 from junction.store.namespaces import contact_namespace
+from junction.store.sql import update_or_insert
 from junction.store.tables import contacts, template_versions, templates, workspace_constants
 
 
@@ -301,17 +302,12 @@ def set_constants(
         raise InvalidInput(
             [FieldError(name, "a constant's name is letters, digits and _") for name in bad]
         )
-    updated = conn.execute(
-        workspace_constants.update()
-        .where(workspace_constants.c.workspace_id == workspace_id)
-        .values(constants=values, updated_at=now)
+    update_or_insert(
+        conn,
+        workspace_constants,
+        {"workspace_id": workspace_id},
+        {"constants": values, "updated_at": now},
     )
-    if updated.rowcount == 0:
-        conn.execute(
-            workspace_constants.insert().values(
-                workspace_id=workspace_id, constants=values, updated_at=now
-            )
-        )
     return values
 
 
