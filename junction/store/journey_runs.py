@@ -228,7 +228,7 @@ def _advance(work: _Work, run: Run, definition: JourneyDefinition, trigger: Trig
             work.count(journey, step, "entered")
     for effect in effects:
         if isinstance(effect, SendIntent):
-            work.count(journey, effect.step, _send(conn, run, user_id, effect, now))
+            work.count(journey, effect.step, _send(conn, run, user_id, effect, state.event, now))
         elif isinstance(effect, WebhookCall):
             work.count(journey, effect.step, _call(conn, run, effect, now))
         elif isinstance(effect, ProfileUpdate):
@@ -258,7 +258,12 @@ def _advance(work: _Work, run: Run, definition: JourneyDefinition, trigger: Trig
 
 
 def _send(
-    conn: Connection, run: Run, user_id: str | None, intent: SendIntent, now: datetime
+    conn: Connection,
+    run: Run,
+    user_id: str | None,
+    intent: SendIntent,
+    event: dict[str, Any] | None,
+    now: datetime,
 ) -> str:
     if user_id is None:
         return "failed"  # an anonymous contact has no one to send to yet
@@ -268,6 +273,7 @@ def _send(
         content=intent.content,
         template=intent.template,
         data=intent.data or None,
+        event=event,
         category=intent.category,
         channels=tuple(intent.channels or ()),
     )

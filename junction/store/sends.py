@@ -48,6 +48,7 @@ class SendRequest:
     template_version: int | None = None  # default: the current version
     locale: str | None = None  # default: the contact's
     data: dict[str, Any] | None = None  # {{ data.* }} in the template
+    event: dict[str, Any] | None = None  # {{ event.* }}: what triggered it (journeys)
     # Reachability: "best of" candidates (decided when sent), caps and quiet-hours options.
     channels: tuple[str, ...] = ()
     ignore_caps: bool = False
@@ -73,7 +74,13 @@ class SendRequest:
             "to": self.to,
             "content": self.content,
             "category": self.category,
-            "template": [self.template, self.template_version, self.locale, self.data],
+            "template": [
+                self.template,
+                self.template_version,
+                self.locale,
+                self.data,
+                self.event,
+            ],
             "policy": [self.policy(), self.counts],
         }
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -209,6 +216,8 @@ def _template_reference(
     content: dict[str, Any] = {"templateKey": request.template, "templateVersion": version}
     if request.data:
         content["data"] = request.data
+    if request.event:
+        content["event"] = request.event
     if request.locale:
         content["locale"] = request.locale
     return content, block.model_dump(by_alias=True, exclude_none=True)

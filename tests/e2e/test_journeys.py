@@ -248,3 +248,33 @@ def test_a_scheduled_journey_enters_everyone_when_its_cron_fires(client, databas
     clock.advance(timedelta(days=7))
     dispatch(database, clock)
     assert mails() == 4
+
+
+def test_a_journeys_sends_see_the_event_that_started_it(client, database, clock) -> None:
+    template = {
+        "key": "cart",
+        "channels": {"sms": {"text": "Still thinking about the {{ event.properties.item }}?"}},
+    }
+    assert client.post("/v1/templates", json=template).status_code == 201
+    journey = {
+        "key": "cart",
+        "name": "Cart",
+        "trigger": {"event": "Cart Abandoned", "where": {"total": {"op": "gte", "value": 20}}},
+        "steps": [{"id": "nudge", "type": "send", "channel": "sms", "template": "cart"}],
+    }
+    assert client.post("/v1/journeys", json=journey).status_code == 201
+    client.post("/v1/journeys/cart/activate")
+    client.post("/v1/identify", json={"userId": "cy", "traits": {"phone": "+33612345670"}})
+    for item, total in (("pin", 2), ("lamp", 40)):  # the first is under the filter
+        answer = client.post(
+            "/v1/track",
+            json={
+                "userId": "cy",
+                "event": "Cart Abandoned",
+                "properties": {"item": item, "total": total},
+            },
+        )
+        assert answer.status_code == 200
+    dispatch(database, clock)
+    [sms] = client.get("/v1/messages", params={"user_id": "cy"}).json()["messages"]
+    assert sms["details"]["rendered"]["text"] == "Still thinking about the lamp?"
