@@ -11,7 +11,9 @@ Rules kept here:
   On PostgreSQL, events younger than ``grace`` wait a moment: transactions commit out of id
   order, and the cursor must not pass an event that is not visible yet;
 - a message event (``message.opened``…) goes to the run that sent the message, with the
-  message's key, so "wait until the email is opened" knows which email;
+  message's key, so "wait until the email is opened" knows which email; ``message.queued``
+  and ``message.sent`` are not passed on (no step waits on them), but for a webhook call's
+  ``message.sent``, which carries its answer;
 - an entry obeys the journey's rules: once ever, once per cooldown, or every time, and at
   most ``maxConcurrent`` unfinished runs per person; a paused or draft journey enters nobody;
 - a scheduled journey (cron, UTC) enters every contact with a user id when it fires, then
@@ -67,6 +69,9 @@ from junction.store.tables import (
 log = structlog.get_logger(__name__)
 FINAL = ("completed", "exited", "converted")
 ENGAGEMENT_OF_EVENT = {name: kind for kind, name in EVENT_FOR_ENGAGEMENT.items()}
+# Lifecycle events of a journey's own messages that no run reacts to (a webhook call's
+# ``message.sent`` excepted: it carries the answer).
+_NOTHING_FOR_RUNS = frozenset({"message.queued", "message.sent"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +472,8 @@ def _route_event(work: _Work, event: Any) -> None:
     properties = dict(event.properties or {})
     engagement = ENGAGEMENT_OF_EVENT.get(event.name)
     if event.name.startswith("message."):
+        if event.name in _NOTHING_FOR_RUNS and properties.get("channel") != "webhook":
+            return  # a message queued or handed over: no journey waits on that
         # About a message: only the run that sent it cares.
         owner = _message_owner(conn, properties.get("messageId"))
         if owner is None:
