@@ -22,6 +22,8 @@ Rules kept here:
   outbox: two workers never advance one run for the same timer;
 - a webhook step's JSON answer joins the run's context once the call is made, under the
   step's id; steps that run after that see it as ``{{ data.<step id> }}``;
+- a batch's template sends on email, SMS and voice are queued together (addresses, templates
+  and providers looked up once); other sends take the single-send path of the API;
 - a send a step cannot make (no address on that channel, no such template) is counted as
   ``failed`` on its step and the run goes on.
 """
@@ -52,12 +54,14 @@ from junction.domain.journeys import (
     advance,
     matches,
 )
-from junction.errors import Conflict, InvalidInput
+from junction.domain.sending import check_category
+from junction.errors import Conflict, InvalidInput, NotFound
 from junction.store import journeys as definitions
-from junction.store import outbox, sends
+from junction.store import outbox, sends, templates
 from junction.store.providers import provider_for
 from junction.store.sql import insert_ignoring_conflicts
 from junction.store.tables import (
+    addresses,
     contacts,
     events,
     journey_cursor,
@@ -96,6 +100,7 @@ class _Work:
         self.runs: dict[int, Run] = {}  # latest state of each run advanced in this batch
         self._writes: dict[int, dict[str, Any]] = {}
         self._counts: dict[tuple[int, str, str], int] = {}
+        self.sends: list[_PendingSend] = []  # the simple ones, queued together at the end
 
     def definition(self, journey_id: int, version: int) -> JourneyDefinition:
         key = (journey_id, version)
@@ -136,6 +141,10 @@ class _Work:
         self._writes[run.id] = values
 
     def flush(self) -> None:
+        if self.sends:
+            for pending, outcome in zip(self.sends, _queue_together(self), strict=True):
+                self.count(pending.run.journey_id, pending.intent.step, outcome)
+            self.sends.clear()
         if self._writes:
             self.conn.execute(
                 journey_runs.update()
@@ -233,7 +242,11 @@ def _advance(work: _Work, run: Run, definition: JourneyDefinition, trigger: Trig
             work.count(journey, step, "entered")
     for effect in effects:
         if isinstance(effect, SendIntent):
-            work.count(journey, effect.step, _send(conn, run, user_id, effect, state.event, now))
+            if _simple(effect) and user_id is not None:
+                work.sends.append(_PendingSend(run, effect, state.event))
+            else:
+                outcome = _send(conn, run, user_id, effect, state.event, now)
+                work.count(journey, effect.step, outcome)
         elif isinstance(effect, WebhookCall):
             work.count(journey, effect.step, _call(conn, run, effect, now))
         elif isinstance(effect, ProfileUpdate):
@@ -260,6 +273,97 @@ def _advance(work: _Work, run: Run, definition: JourneyDefinition, trigger: Trig
         },
     )
     return True
+
+
+# Channels with one address per person and no session window: their template sends from
+# journeys are queued for a whole batch at once. Others (push to every device, chat windows,
+# "best of") take the single-send path.
+_BATCHED_CHANNELS = {"email": "email", "sms": "phone", "voice": "phone"}
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingSend:
+    run: Run
+    intent: SendIntent
+    event: dict[str, Any] | None
+
+
+def _simple(intent: SendIntent) -> bool:
+    return (
+        intent.channel in _BATCHED_CHANNELS
+        and intent.template is not None
+        and not intent.channels
+        and check_category(intent.category) == []
+    )
+
+
+def _queue_together(work: _Work) -> list[str]:
+    """Queue the batch's simple sends in one go: addresses, templates and providers looked up
+    once; ``sent`` or ``failed`` for each, in order."""
+    conn, now = work.conn, work.now
+    pending = work.sends
+    ids = sorted({p.run.contact_id for p in pending})
+    best: dict[tuple[int, str], str] = {}
+    for chunk in range(0, len(ids), 900):
+        rows = conn.execute(
+            select(addresses.c.contact_id, addresses.c.kind, addresses.c.value)
+            .where(
+                addresses.c.contact_id.in_(ids[chunk : chunk + 900]),
+                addresses.c.status == "active",
+                addresses.c.kind.in_(["email", "phone"]),
+            )
+            .order_by(addresses.c.updated_at.desc(), addresses.c.id.desc())
+        )
+        for row in rows:
+            best.setdefault((row.contact_id, row.kind), row.value)
+    versions: dict[tuple[int, str], Any] = {}
+    providers: dict[tuple[int, str], str] = {}
+    intents: list[outbox.Intent] = []
+    outcomes: list[str] = []
+    for item in pending:
+        run, intent = item.run, item.intent
+        channel = str(intent.channel)
+        address = best.get((run.contact_id, _BATCHED_CHANNELS[channel]))
+        template_key = (run.workspace_id, str(intent.template))
+        if template_key not in versions:
+            try:
+                version = templates.current_version(conn, *template_key)
+                versions[template_key] = templates.load(conn, *template_key, version)
+            except NotFound:
+                versions[template_key] = None
+        compiled = versions[template_key]
+        if address is None or compiled is None:
+            outcomes.append("failed")
+            continue
+        if compiled.block(channel, None) is None:  # only some locales have it: check fully
+            user_id = work.contact(run.contact_id)[0]
+            outcomes.append(_send(conn, run, user_id, intent, item.event, now))
+            continue
+        if (run.workspace_id, channel) not in providers:
+            providers[(run.workspace_id, channel)] = provider_for(conn, run.workspace_id, channel)
+        content: dict[str, Any] = {
+            "templateKey": intent.template,
+            "templateVersion": compiled.version,
+        }
+        if intent.data:
+            content["data"] = intent.data
+        if item.event:
+            content["event"] = item.event
+        intents.append(
+            outbox.Intent(
+                workspace_id=run.workspace_id,
+                idempotency_key=intent.key,
+                channel=channel,
+                provider=providers[(run.workspace_id, channel)],
+                to_address=address,
+                content=content,
+                contact_id=run.contact_id,
+                category=intent.category,
+            )
+        )
+        outcomes.append("sent")
+    outbox.enqueue(conn, intents, now)
+    return outcomes
 
 
 def _send(

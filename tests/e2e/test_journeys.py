@@ -278,3 +278,34 @@ def test_a_journeys_sends_see_the_event_that_started_it(client, database, clock)
     dispatch(database, clock)
     [sms] = client.get("/v1/messages", params={"user_id": "cy"}).json()["messages"]
     assert sms["details"]["rendered"]["text"] == "Still thinking about the lamp?"
+
+
+def test_sends_a_person_cannot_get_are_counted_failed_and_the_run_goes_on(
+    client, database, clock
+) -> None:
+    templates = [
+        {"key": "hi-mail", "channels": {"email": {"subject": "Hi", "text": "Hi"}}},
+        {"key": "hi-sms", "channels": {"sms": {"text": "Hi"}}},
+    ]
+    for template in templates:
+        assert client.post("/v1/templates", json=template).status_code == 201
+    journey = {
+        "key": "hello",
+        "name": "Hello",
+        "trigger": {"api": True},
+        "steps": [
+            {"id": "sms", "type": "send", "channel": "sms", "template": "hi-sms", "next": "mail"},
+            {"id": "mail", "type": "send", "channel": "email", "template": "hi-mail"},
+        ],
+    }
+    assert client.post("/v1/journeys", json=journey).status_code == 201
+    client.post("/v1/journeys/hello/activate")
+    client.post("/v1/identify", json={"userId": "em", "traits": {"email": "em@x.io"}})
+    client.post("/v1/identify", json={"userId": "ph", "traits": {"phone": "+33612345671"}})
+    for user in ("em", "ph"):
+        assert client.post("/v1/journeys/hello/entries", json={"userId": user}).status_code == 202
+    dispatch(database, clock)
+    steps = client.get("/v1/journeys/hello").json()["steps"]
+    assert (steps["sms"]["sent"], steps["sms"]["failed"]) == (1, 1)
+    assert (steps["mail"]["sent"], steps["mail"]["failed"]) == (1, 1)
+    assert client.get("/v1/journeys/hello").json()["runs"] == {"completed": 2}
