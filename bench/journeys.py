@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+import yaml  # type: ignore[import-untyped, unused-ignore]
 from sqlalchemy import func, select
 
 from junction.clock import VirtualClock
@@ -69,59 +70,10 @@ SECRET = "bench-secret"
 START = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 TARGET_RATE = 20_000
 TARGET_RSS_MB = 500
-TEMPLATES = [
-    {
-        "key": "launch-email",
-        "channels": {
-            "email": {
-                "subject": "It's here, {{ contact.first_name }}",
-                "html": '<p>Our new thing.</p><a href="https://shop.example/new">See it</a>',
-            }
-        },
-    },
-    {"key": "launch-push", "channels": {"push": {"title": "It's here", "body": "Take a look"}}},
-    {"key": "launch-sms", "channels": {"sms": {"text": "Last chance: https://shop.example/new"}}},
-]
-LAUNCH = {
-    "key": "launch",
-    "name": "Launch",
-    "trigger": {"event": "Signed Up"},
-    "goal": {"event": "Order Completed", "within": {"amount": 7, "unit": "days"}},
-    "steps": [
-        {
-            "id": "email",
-            "type": "send",
-            "channel": "email",
-            "template": "launch-email",
-            "next": "wait-open",
-        },
-        {
-            "id": "wait-open",
-            "type": "wait_for",
-            "messageOf": "email",
-            "engagement": "opened",
-            "timeout": {"amount": 24, "unit": "hours"},
-            "onEvent": "wait-buy",
-            "onTimeout": "push",
-        },
-        {
-            "id": "push",
-            "type": "send",
-            "channel": "push",
-            "template": "launch-push",
-            "next": "wait-buy",
-        },
-        {
-            "id": "wait-buy",
-            "type": "wait_for",
-            "event": "Order Completed",
-            "timeout": {"amount": 48, "unit": "hours"},
-            "onEvent": None,
-            "onTimeout": "sms",
-        },
-        {"id": "sms", "type": "send", "channel": "sms", "template": "launch-sms", "next": None},
-    ],
-}
+# The canonical journey and its templates, as shipped in examples/journeys/.
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "journeys"
+TEMPLATES = list(yaml.safe_load_all((EXAMPLES / "templates.yaml").read_text()))
+LAUNCH = yaml.safe_load((EXAMPLES / "launch.yaml").read_text())
 
 
 def say(text: str) -> None:

@@ -100,6 +100,7 @@ class _Work:
         self.runs: dict[int, Run] = {}  # latest state of each run advanced in this batch
         self._writes: dict[int, dict[str, Any]] = {}
         self._counts: dict[tuple[int, str, str], int] = {}
+        self._triggered: dict[tuple[int, str], list[Any]] = {}
         self.sends: list[_PendingSend] = []  # the simple ones, queued together at the end
 
     def definition(self, journey_id: int, version: int) -> JourneyDefinition:
@@ -132,13 +133,35 @@ class _Work:
         user_id, contact = self.contact(contact_id)
         self._contacts[contact_id] = (user_id, {**contact, **values})
 
+    def triggered_by(self, workspace_id: int, name: str) -> list[Any]:
+        """The active journeys an event enters people into (looked up once per batch)."""
+        key = (workspace_id, name)
+        found = self._triggered.get(key)
+        if found is None:
+            found = self._triggered[key] = list(
+                self.conn.execute(
+                    select(journeys).where(
+                        journeys.c.workspace_id == workspace_id,
+                        journeys.c.trigger_event == name,
+                        journeys.c.status == definitions.ACTIVE,
+                    )
+                )
+            )
+        return found
+
     def count(self, journey_id: int, step: str, metric: str) -> None:
         key = (journey_id, step, metric)
         self._counts[key] = self._counts.get(key, 0) + 1
 
-    def write(self, run: Run, values: dict[str, Any]) -> None:
-        self.runs[run.id] = run
-        self._writes[run.id] = values
+    def write(self, run: Run, state: RunState, wake_at: datetime | None) -> None:
+        """The run's new state (and timer), written when the batch ends."""
+        self.runs[run.id] = replace(run, state=state)
+        self._writes[run.id] = {
+            "new_status": state.status,
+            "new_step": state.step,
+            "new_state": state.to_dict(),
+            "new_wake": wake_at,
+        }
 
     def flush(self) -> None:
         if self.sends:
@@ -263,15 +286,7 @@ def _advance(work: _Work, run: Run, definition: JourneyDefinition, trigger: Trig
         wake_at = None
     elif wake_at is None:
         wake_at = state.waiting.until
-    work.write(
-        replace(run, state=state),
-        {
-            "new_status": state.status,
-            "new_step": state.step,
-            "new_state": state.to_dict(),
-            "new_wake": wake_at,
-        },
-    )
+    work.write(run, state, wake_at)
     return True
 
 
@@ -609,13 +624,7 @@ def _route_event(work: _Work, event: Any) -> None:
         if run.state.final:
             continue  # finished earlier in this batch
         _advance(work, run, work.definition(run.journey_id, run.version), received)
-    for journey in conn.execute(
-        select(journeys).where(
-            journeys.c.workspace_id == event.workspace_id,
-            journeys.c.trigger_event == event.name,
-            journeys.c.status == definitions.ACTIVE,
-        )
-    ):
+    for journey in work.triggered_by(event.workspace_id, event.name):
         definition = work.definition(journey.id, journey.current_version)
         if matches(definition.trigger.where, properties):
             _enter(
@@ -640,16 +649,7 @@ def _keep_webhook_answer(work: _Work, run: Run, message_id: Any, message_key: st
         return
     step = message_key.split(":")[2]
     state = replace(run.state, context={**run.state.context, step: answer})
-    wake_at = state.waiting.until if state.waiting is not None else None
-    work.write(
-        replace(run, state=state),
-        {
-            "new_status": state.status,
-            "new_step": state.step,
-            "new_state": state.to_dict(),
-            "new_wake": wake_at,
-        },
-    )
+    work.write(run, state, state.waiting.until if state.waiting is not None else None)
 
 
 def _message_owner(conn: Connection, message_id: Any) -> tuple[int, str] | None:

@@ -136,12 +136,13 @@ def route(conn: Connection, rows: Sequence[Any], now: datetime) -> list[Routed]:
     facts = _facts(conn, contact_ids, {row.id for row in rows}, now) if contact_ids else {}
     rules = {ws: rules_for(conn, ws) for ws in {row.workspace_id for row in deciding}}
     routed = []
+    offers: Offers = {}
     for row in rows:
         if not needs_policy(row):
             routed.append(Routed(row, None, row.channel, row.provider, row.to_address, row.content))
             continue
         contact, reach = facts[row.contact_id]
-        ask = _ask(conn, row, contact)
+        ask = _ask(conn, row, offers)
         decision = decide(ask, contact, rules[row.workspace_id], now)
         channel = decision.channel or row.channel
         provider, to_address, content = row.provider, row.to_address, row.content
@@ -161,24 +162,39 @@ def _without_beside(content: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in content.items() if k != "subscription_keys"}
 
 
-def _ask(conn: Connection, row: Any, contact: ContactFacts) -> Ask:
+# What a template offers a message's candidates: (channels with content, those whose content
+# needs an open session), by (workspace, key, version, locale, candidates) — a campaign's
+# messages ask the same question, so it is answered once per claim.
+Offers = dict[tuple[Any, ...], tuple[frozenset[str], frozenset[str]]]
+
+
+def _ask(conn: Connection, row: Any, offers: Offers) -> Ask:
     policy = row.policy or {}
     candidates = tuple(policy.get("channels") or (row.channel,))
     content = row.content
-    session_only: set[str] = set()
     if "templateKey" in content:
-        offered, session_only = _template_channels(conn, row, candidates)
+        key = (
+            row.workspace_id,
+            content["templateKey"],
+            content["templateVersion"],
+            content.get("locale"),
+            candidates,
+        )
+        if key not in offers:
+            offers[key] = _template_channels(conn, row, candidates)
+        offered, session_only = offers[key]
     else:
-        offered = {row.channel}
-        if row.channel == "whatsapp" and "template" not in content:
-            session_only.add("whatsapp")
-        if row.channel == "messenger" and "tag" not in content:
-            session_only.add("messenger")
+        offered = frozenset({row.channel})
+        session_only = frozenset(
+            channel
+            for channel, needs in (("whatsapp", "template"), ("messenger", "tag"))
+            if row.channel == channel and needs not in content
+        )
     return Ask(
         candidates=candidates,
         category=row.category,
-        content_channels=frozenset(offered),
-        session_only=frozenset(session_only),
+        content_channels=offered,
+        session_only=session_only,
         ignore_caps=bool(policy.get("ignoreCaps")),
         counts=row.counts,
         quiet="drop" if policy.get("quietHours") == "drop" else "defer",
@@ -188,7 +204,7 @@ def _ask(conn: Connection, row: Any, contact: ContactFacts) -> Ask:
 
 def _template_channels(
     conn: Connection, row: Any, candidates: Sequence[str]
-) -> tuple[set[str], set[str]]:
+) -> tuple[frozenset[str], frozenset[str]]:
     """(candidates the template has content for, those whose content needs a session)."""
     content = row.content
     try:
@@ -196,7 +212,7 @@ def _template_channels(
             conn, row.workspace_id, content["templateKey"], int(content["templateVersion"])
         )
     except NotFound:
-        return set(), set()
+        return frozenset(), frozenset()
     definition: TemplateDefinition = compiled.definition
     locale = content.get("locale")
     offered, session_only = set(), set()
@@ -209,7 +225,7 @@ def _template_channels(
             session_only.add(channel)
         if channel == "messenger" and getattr(block, "tag", None) is None:
             session_only.add(channel)
-    return offered, session_only
+    return frozenset(offered), frozenset(session_only)
 
 
 Reach = dict[str, tuple[str, dict[str, Any]]]  # channel -> (address, what goes beside it)
