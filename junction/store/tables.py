@@ -393,3 +393,70 @@ journey_cursor = Table(
     Column("id", Integer, primary_key=True),  # one row
     Column("last_event_id", BigInteger, nullable=False),
 )
+
+# Segments: behavioural audiences, kept current as events arrive (junction.store.segments).
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("name", String(200)),
+    Column("status", String(16), nullable=False),  # active, archived
+    Column("version", Integer, nullable=False),  # bumped when the definition changes
+    Column("definition", Json, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("members", BigInteger, nullable=False),  # how many are in it now
+    Column("evaluated_at", Time),  # the last whole evaluation
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    UniqueConstraint("workspace_id", "key"),
+)
+
+# What segments watch in the event stream: an event name with a property filter. Each
+# contact's aggregate of a signal is kept in segment_signals.
+signals = Table(
+    "signals",
+    metadata,
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(32), primary_key=True),  # a digest of event and filter
+    Column("event", String(255), nullable=False),
+    Column("filter", Json, nullable=False),
+    Column("keep_seconds", BigInteger, nullable=False),  # how far back recent times are kept
+    Column("created_at", Time, nullable=False),
+    Index(None, "workspace_id", "event"),
+)
+
+segment_signals = Table(
+    "segment_signals",
+    metadata,
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("signal", String(32), primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("first_at", Time, nullable=False),
+    Column("last_at", Time, nullable=False),
+    Column("recent", Json, nullable=False),  # epoch seconds, ascending, within keep_seconds
+    Index(None, "workspace_id", "signal", "last_at"),
+)
+
+# Each contact's standing in each segment, and when time alone may change it.
+segment_members = Table(
+    "segment_members",
+    metadata,
+    Column("segment_id", Id, ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("member", Boolean, nullable=False),
+    Column("since", Time, nullable=False),
+    Column("recheck_at", Time),
+    Index(None, "recheck_at"),
+    Index(None, "segment_id", "member"),
+)
+
+# How far segment evaluation has read the events table.
+segment_cursor = Table(
+    "segment_cursor",
+    metadata,
+    Column("id", Integer, primary_key=True),  # one row
+    Column("last_event_id", BigInteger, nullable=False),
+)
