@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from junction import __version__
 from junction.api import (
+    campaigns,
     channels,
     contacts,
     hooks,
@@ -87,6 +88,7 @@ def create_app(
     app.include_router(inbox.router)
     app.include_router(templates.router)
     app.include_router(journeys.router)
+    app.include_router(campaigns.router)
     app.include_router(links.router)
     app.include_router(dev_inbox.router)
     app.include_router(preferences.router)

@@ -42,6 +42,7 @@ from junction.channels.base import (
 from junction.clock import Clock
 from junction.domain.ratelimit import Pace
 from junction.domain.retry import RetryPolicy
+from junction.engine.campaigns import CampaignEngine
 from junction.engine.inbox import InboxAdapter
 from junction.engine.journeys import JourneyEngine
 from junction.engine.personalising import Personaliser
@@ -98,6 +99,7 @@ class Dispatcher:
         self._personaliser = Personaliser(database, links)
         self._journeys = JourneyEngine(database, clock, grace=journey_grace)
         self.journey_work = 0
+        self._campaigns = CampaignEngine(database, clock)
         self.clock = clock
         self.settings = settings or DispatcherSettings()
         self._draw = draw
@@ -124,9 +126,10 @@ class Dispatcher:
         await self.aclose()
 
     async def run_once(self) -> int:
-        """Advance journeys, then claim one batch, send it, record it; returns how many
-        messages it handled (journey work is in ``journey_work``)."""
+        """Advance journeys and campaigns, then claim one batch, send it, record it; returns
+        how many messages it handled (journey and campaign work is in ``journey_work``)."""
         self.journey_work = await in_thread(self._journeys.run_once)
+        self.journey_work += await in_thread(self._campaigns.run_once)
         rerouted = await in_thread(self._reroute)
         claimed, held = await in_thread(self._claim)
         if not claimed:

@@ -460,3 +460,43 @@ segment_cursor = Table(
     Column("id", Integer, primary_key=True),  # one row
     Column("last_event_id", BigInteger, nullable=False),
 )
+
+# Campaigns (broadcasts): one message to an audience, now or at a time (junction.store.campaigns).
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("workspace_id", Id, ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("name", String(200)),
+    # draft, scheduled, sending, paused, completed, cancelled
+    Column("status", String(16), nullable=False),
+    Column("definition", Json, nullable=False),
+    Column("scheduled_at", Time),  # when a scheduled campaign starts sending
+    Column("started_at", Time),  # when its audience was frozen
+    Column("finished_at", Time),
+    Column("winner", String(64)),  # the A/B test's winning variant, once chosen
+    Column("audience_size", BigInteger),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    UniqueConstraint("workspace_id", "key"),
+    Index(None, "status", "scheduled_at"),
+)
+
+# Who a campaign sends to, frozen when it starts: one row per contact, moved from pending to
+# queued (with its message) in the transaction that queues the message.
+campaign_recipients = Table(
+    "campaign_recipients",
+    metadata,
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("variant", String(64)),  # null: control, or held for the test's winner
+    Column("status", String(16), nullable=False),  # pending, queued, control, skipped
+    Column("due_at", Time, nullable=False),
+    Column("convert_by", Time),  # the goal's window ends (due_at + goal.within)
+    Column("queued_at", Time),
+    Column("message_id", Id),
+    Column("reason", String(500)),
+    Index(None, "campaign_id", "status", "due_at"),
+    Index(None, "campaign_id", "queued_at"),
+)
