@@ -9,8 +9,8 @@ Rules kept here:
   (``order.total``) reaches a nested property, an exact top-level key winning over the path;
   a missing property matches only ``ne`` and ``exists: false``; values that do not compare
   (a string against a number) do not match, they never raise;
-- exactly one trigger kind: an event (with ``where``), a segment (a hook, once segments
-  exist), the API, or a five-field cron schedule;
+- exactly one trigger kind: an event (with ``where``), a person entering a segment (its
+  ``segment.entered`` event), the API, or a five-field cron schedule;
 - every step has an id; ``next`` (and ``onEvent``, ``onTimeout``, a case's or path's ``next``,
   ``default``) names another step, or is null: the run ends there, completed;
 - a definition is refused, with the step named, when: two steps share an id; a reference names
@@ -40,6 +40,7 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _UNIT_DELTAS = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}
 _MISSING = object()
+SEGMENT_ENTERED = "segment.entered"
 
 
 def check_where(where: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +168,7 @@ class Trigger(_Model):
     event: str | None = Field(default=None, min_length=1, description="a tracked event name")
     where: Where = Field(default_factory=dict, description="filter on the event's properties")
     segment: str | None = Field(
-        default=None, min_length=1, description="entering a segment; once segments exist"
+        default=None, pattern=KEY_PATTERN, description="a person entering this segment"
     )
     api: bool = Field(default=False, description="runs are started through the API")
     schedule: Schedule | None = None
@@ -181,8 +182,16 @@ class Trigger(_Model):
             raise ValueError("a trigger's where filters an event: set event")
         return self
 
+    @property
+    def event_name(self) -> str | None:
+        """The event that starts runs: a segment trigger waits for the person's
+        ``segment.entered``."""
+        return SEGMENT_ENTERED if self.segment is not None else self.event
+
     def accepts(self, name: str, properties: Mapping[str, Any]) -> bool:
-        """Whether an event starts a run (event triggers only)."""
+        """Whether an event starts a run (event and segment triggers)."""
+        if self.segment is not None:
+            return name == SEGMENT_ENTERED and properties.get("segment") == self.segment
         return self.event == name and matches(self.where, properties)
 
 

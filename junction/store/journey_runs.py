@@ -52,7 +52,6 @@ from junction.domain.journeys import (
     Trigger,
     WebhookCall,
     advance,
-    matches,
 )
 from junction.domain.sending import check_category
 from junction.errors import Conflict, InvalidInput, NotFound
@@ -626,7 +625,7 @@ def _route_event(work: _Work, event: Any) -> None:
         _advance(work, run, work.definition(run.journey_id, run.version), received)
     for journey in work.triggered_by(event.workspace_id, event.name):
         definition = work.definition(journey.id, journey.current_version)
-        if matches(definition.trigger.where, properties):
+        if definition.trigger.accepts(event.name, properties):
             _enter(
                 work,
                 journey,

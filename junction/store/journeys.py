@@ -84,7 +84,7 @@ def save(conn: Connection, workspace_id: int, raw: Any, now: datetime) -> dict[s
             journeys.c.workspace_id == workspace_id, journeys.c.key == definition.key
         )
     ).first()
-    trigger = definition.trigger.event
+    trigger = definition.trigger.event_name
     if row is None:
         journey_id = conn.execute(
             journeys.insert().values(
