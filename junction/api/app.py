@@ -23,6 +23,7 @@ from junction.api import (
     policies,
     preferences,
     problems,
+    segments,
     templates,
 )
 from junction.api.deps import Services
@@ -88,6 +89,7 @@ def create_app(
     app.include_router(inbox.router)
     app.include_router(templates.router)
     app.include_router(journeys.router)
+    app.include_router(segments.router)
     app.include_router(campaigns.router)
     app.include_router(links.router)
     app.include_router(dev_inbox.router)

@@ -46,6 +46,7 @@ from junction.engine.campaigns import CampaignEngine
 from junction.engine.inbox import InboxAdapter
 from junction.engine.journeys import JourneyEngine
 from junction.engine.personalising import Personaliser
+from junction.engine.segments import SegmentEngine
 from junction.render.personalise import Links
 from junction.settings import Settings
 from junction.store import outbox
@@ -98,6 +99,7 @@ class Dispatcher:
         self._links = links
         self._personaliser = Personaliser(database, links)
         self._journeys = JourneyEngine(database, clock, grace=journey_grace)
+        self._segments = SegmentEngine(database, clock, grace=journey_grace)
         self.journey_work = 0
         self._campaigns = CampaignEngine(database, clock)
         self.clock = clock
@@ -128,7 +130,8 @@ class Dispatcher:
     async def run_once(self) -> int:
         """Advance journeys and campaigns, then claim one batch, send it, record it; returns
         how many messages it handled (journey and campaign work is in ``journey_work``)."""
-        self.journey_work = await in_thread(self._journeys.run_once)
+        self.journey_work = await in_thread(self._segments.run_once)
+        self.journey_work += await in_thread(self._journeys.run_once)
         self.journey_work += await in_thread(self._campaigns.run_once)
         rerouted = await in_thread(self._reroute)
         claimed, held = await in_thread(self._claim)
