@@ -771,3 +771,161 @@ def _print_demo_key(settings: Settings, database: Database, host: str, port: int
     )
     console.rule()
     sys.stdout.flush()
+
+
+# Campaigns: create, schedule, send, pause, resume, cancel, status -------------------------
+
+campaign_app = typer.Typer(help="Campaigns (broadcasts).", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
+WorkspaceOption = Annotated[str, typer.Option(help="Workspace name or id.")]
+
+
+def _in_campaigns(workspace: str, fn: Callable[..., Any], *args: Any, write: bool = True) -> Any:
+    """``fn(conn, workspace_id, *args, now)`` on the configured database; errors printed,
+    each invalid field on its own line."""
+    from junction.store.workspaces import find_workspace
+
+    try:
+        with (
+            _opened(Settings()) as database,
+            database.write() if write else database.read() as conn,
+        ):
+            workspace_id = find_workspace(conn, workspace).id
+            return fn(conn, workspace_id, *args)
+    except InvalidInput as error:
+        for problem in error.errors:
+            _print_problem(f"{problem.field}: {problem.message}")
+        raise typer.Exit(code=1) from None
+    except JunctionError as error:
+        _fail(error)
+
+
+@campaign_app.command("create")
+def campaign_create(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".yaml or .json")],
+    workspace: WorkspaceOption = DEMO_WORKSPACE,
+) -> None:
+    """Save a campaign definition as a draft (or change a draft)."""
+    from junction.store import campaigns
+
+    try:
+        documents = _load_documents(file)
+    except ValueError as error:
+        _fail(error)
+    if len(documents) != 1:
+        _fail(ValueError(f"{file.name}: holds {len(documents)} documents; give one campaign"))
+    saved = _in_campaigns(workspace, campaigns.save, documents[0], SystemClock().now())
+    what = "created" if saved["created"] else "changed" if saved["changed"] else "unchanged"
+    console.print(f"campaign {escape(saved['key'])}: {what} ({saved['status']})")
+
+
+@campaign_app.command("schedule")
+def campaign_schedule(
+    key: str,
+    at: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"], help="ISO time."),
+    ] = None,
+    workspace: WorkspaceOption = DEMO_WORKSPACE,
+) -> None:
+    """Schedule a draft at its time (or --at, with an offset unless it is a local time)."""
+    from junction.store import campaigns
+
+    shown = _in_campaigns(workspace, campaigns.schedule, key, SystemClock().now(), at)
+    console.print(f"campaign {escape(key)}: scheduled, starts {shown['scheduledAt']}")
+
+
+def _campaign_move(action: str) -> Callable[[str, str], None]:
+    def command(key: str, workspace: WorkspaceOption = DEMO_WORKSPACE) -> None:
+        from junction.store import campaigns
+
+        now = SystemClock().now()
+        if action == "send":
+            shown = _in_campaigns(workspace, campaigns.send, key, now)
+        else:
+            shown = _in_campaigns(workspace, campaigns.move, key, action, now)
+        console.print(f"campaign {escape(key)}: {shown['status']}")
+
+    return command
+
+
+for _action, _help in (
+    ("send", "Start sending now: the audience is frozen."),
+    ("pause", "Pause a scheduled or sending campaign."),
+    ("resume", "Resume a paused campaign."),
+    ("cancel", "Cancel: nobody not yet queued will be sent it."),
+):
+    campaign_app.command(_action, help=_help)(_campaign_move(_action))
+
+
+@campaign_app.command("status")
+def campaign_status(
+    key: str,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="A progress bar until it is no longer sending.")
+    ] = False,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between looks.")] = 1.0,
+    workspace: WorkspaceOption = DEMO_WORKSPACE,
+) -> None:
+    """A campaign's state, progress and per-variant results."""
+    import time
+
+    from junction.store import campaigns
+
+    shown = _in_campaigns(workspace, campaigns.status, key, write=False)
+    if watch and shown["status"] in ("scheduled", "sending"):
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[state]}"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=errors) as progress:
+            task = progress.add_task(f"campaign {key}", total=None, state=shown["status"])
+            while True:
+                done = shown["progress"]
+                total = done["audience"] - done["control"]
+                progress.update(
+                    task,
+                    total=total or None,
+                    completed=done["queued"] + done["skipped"],
+                    state=shown["status"],
+                )
+                if shown["status"] not in ("scheduled", "sending"):
+                    break
+                time.sleep(interval)  # a person watching: one look per interval
+                shown = _in_campaigns(workspace, campaigns.status, key, write=False)
+    _print_campaign(shown)
+
+
+def _print_campaign(shown: dict[str, Any]) -> None:
+    console.print(f"[bold]{escape(shown['key'])}[/bold] {shown['status']}")
+    for name in ("scheduledAt", "startedAt", "finishedAt", "winner"):
+        if shown.get(name):
+            console.print(f"  {name}: {shown[name]}")
+    console.print("  " + ", ".join(f"{name} {value}" for name, value in shown["progress"].items()))
+    if shown["variants"]:
+        table = Table(
+            "variant", "recipients", "sent", "delivered", "opened", "clicked", "converted"
+        )
+        for name, counts in shown["variants"].items():
+            table.add_row(
+                name,
+                *(
+                    str(counts.get(c, 0))
+                    for c in ("recipients", "sent", "delivered", "opened", "clicked", "converted")
+                ),
+            )
+        console.print(table)
+    group = shown["controlGroup"]
+    if group["recipients"]:
+        console.print(f"  control group: {group['recipients']}, converted {group['converted']}")
+
+
+@schema_app.command("campaign")
+def schema_campaign() -> None:
+    """Print the JSON Schema of a campaign definition (docs/schemas/campaign.schema.json)."""
+    from junction.domain.campaigns import CampaignDefinition
+
+    sys.stdout.write(schema_text(CampaignDefinition))
