@@ -34,6 +34,20 @@ async def save_segment(
     return JSONAnswer(saved, status_code=201 if saved["created"] else 200)
 
 
+@router.post("/preview", response_class=JSONAnswer)
+async def preview_segment(
+    svc: ServicesDep,
+    workspace_id: WorkspaceDep,
+    definition: Annotated[dict[str, Any], Body(description="a segment definition")],
+) -> JSONAnswer:
+    """How many people a definition would hold now, and a few of their userIds, decided
+    from the stored events; nothing is saved. 422 names each problem."""
+    found = await in_thread(
+        in_read, svc, segments.preview, workspace_id, definition, svc.clock.now()
+    )
+    return JSONAnswer({"members": found["members"], "sample": found["sample"]})
+
+
 @router.get("", response_class=JSONAnswer)
 async def list_segments(svc: ServicesDep, workspace_id: WorkspaceDep) -> JSONAnswer:
     return JSONAnswer(

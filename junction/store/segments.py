@@ -43,8 +43,11 @@ from junction.store.ingest import EVENT_COLUMNS
 from junction.store.sql import driver_json, driver_time, insert_ignoring_conflicts, insert_rows_fast
 from junction.store.tables import (
     addresses,
+    campaigns,
     contacts,
     events,
+    journey_runs,
+    journeys,
     messages,
     segment_cursor,
     segment_members,
@@ -287,28 +290,18 @@ def _origins(conn: Connection, properties: Iterable[Any]) -> dict[int, dict[str,
             parsed[message_id] = ("journey", int(parts[1]), parts[2])
     campaign_ids = sorted({ref for kind, ref, _ in parsed.values() if kind == "campaign"})
     run_ids = sorted({ref for kind, ref, _ in parsed.values() if kind == "journey"})
-    if campaign_ids:
-        from junction.store import tables
-
-        campaign_table = getattr(tables, "campaigns", None)
-        if campaign_table is not None:
-            for chunk in _chunks(campaign_ids):
-                for row in conn.execute(
-                    select(campaign_table.c.id, campaign_table.c.key).where(
-                        campaign_table.c.id.in_(chunk)
-                    )
-                ):
-                    campaigns_by_id[row.id] = row.key
-    if run_ids:
-        from junction.store.tables import journey_runs, journeys
-
-        for chunk in _chunks(run_ids):
-            for row in conn.execute(
-                select(journey_runs.c.id, journeys.c.key)
-                .join(journeys, journeys.c.id == journey_runs.c.journey_id)
-                .where(journey_runs.c.id.in_(chunk))
-            ):
-                runs[row.id] = row.key
+    for chunk in _chunks(campaign_ids):
+        for row in conn.execute(
+            select(campaigns.c.id, campaigns.c.key).where(campaigns.c.id.in_(chunk))
+        ):
+            campaigns_by_id[row.id] = row.key
+    for chunk in _chunks(run_ids):
+        for row in conn.execute(
+            select(journey_runs.c.id, journeys.c.key)
+            .join(journeys, journeys.c.id == journey_runs.c.journey_id)
+            .where(journey_runs.c.id.in_(chunk))
+        ):
+            runs[row.id] = row.key
     origins: dict[int, dict[str, Any]] = {}
     for message_id, (kind, ref, step) in parsed.items():
         if kind == "campaign" and ref in campaigns_by_id:
@@ -654,6 +647,65 @@ def _record(
     insert_rows_fast(conn, events, EVENT_COLUMNS, rows, on=("workspace_id", "message_id"))
 
 
+def preview(
+    conn: Connection, workspace_id: int, raw: Any, now: datetime, sample: int = 20
+) -> dict[str, Any]:
+    """Who a definition would hold now, decided from the stored events directly (nothing
+    saved, no aggregates used): the count and the first userIds. It reads every event of
+    the signals it watches, so it is for sizing an audience, not for a hot path."""
+    rule = parse(raw).compile()
+    found: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    by_event: dict[str, list[Signal]] = defaultdict(list)
+    for signal in rule.signals.values():
+        by_event[signal.event].append(signal)
+    if by_event:
+        rows = conn.execute(
+            select(events.c.contact_id, events.c.name, events.c.timestamp, events.c.properties)
+            .where(
+                events.c.workspace_id == workspace_id,
+                events.c.name.in_(list(by_event)),
+                events.c.contact_id.is_not(None),
+            )
+            .execution_options(yield_per=10_000)
+        ).all()
+        messages_about = [r.properties for r in rows if r.name.startswith("message.")]
+        origins = _origins(conn, messages_about) if messages_about else {}
+        for row in rows:
+            properties = _with_origin(row.properties or {}, origins)
+            for signal in by_event[row.name]:
+                if signal.accepts(row.name, properties):
+                    found[signal.key][row.contact_id].append(row.timestamp.timestamp())
+    clock = now.timestamp()
+    people = sorted(
+        {contact for per_person in found.values() for contact in per_person}
+        if rule.requirement is not None
+        else conn.scalars(select(contacts.c.id).where(contacts.c.workspace_id == workspace_id))
+    )
+    members: list[int] = []
+    for chunk in _chunks(people):
+        for contact_id, facts in facts_of(conn, workspace_id, chunk, ()).items():
+            signals_now = {
+                key: folded
+                for key, per_person in found.items()
+                if contact_id in per_person
+                and (
+                    folded := fold(
+                        None, per_person[contact_id], rule.signals[key].keep_seconds, clock
+                    )
+                )
+                is not None
+            }
+            person = Facts(contact_id, facts.traits, signals_now, facts.reachable)
+            if rule.evaluate(person, now).member:
+                members.append(contact_id)
+    shown = conn.execute(
+        select(contacts.c.user_id)
+        .where(contacts.c.id.in_(members[:sample]))
+        .order_by(contacts.c.id)
+    ).scalars()
+    return {"members": len(members), "sample": list(shown), "ids": members}
+
+
 # --- real time -----------------------------------------------------------------------------
 
 
@@ -710,7 +762,11 @@ def on_events(conn: Connection, now: datetime, grace: timedelta, limit: int = 20
     for workspace_id, found in active.items():
         watched[workspace_id] = {}
         for segment in found:
-            watched[workspace_id].update(segment.rule.signals)
+            for key, signal in segment.rule.signals.items():
+                # Segments share a signal: keep its times as far back as any needs.
+                known = watched[workspace_id].get(key)
+                if known is None or known.keep_seconds < signal.keep_seconds:
+                    watched[workspace_id][key] = signal
     about_messages = [e.properties for e in read if (e.name or "").startswith("message.")]
     origins = _origins(conn, about_messages) if about_messages else {}
     times: dict[tuple[int, str], list[float]] = defaultdict(list)
