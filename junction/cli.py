@@ -236,9 +236,15 @@ class DocumentType:
 def document_types() -> list[DocumentType]:
     """What `junction apply` can save. A new kind of definition (journeys) is one more entry:
     its marks must not overlap another's, so that a document is never two things at once."""
-    from junction.store import journeys, templates
+    from junction.store import journeys, segments, templates
 
     return [
+        DocumentType(
+            name="segment",
+            marks=("where",),
+            rank=lambda body: 0,  # before the journeys that start on them
+            save=segments.save,
+        ),
         DocumentType(
             name="template",
             marks=("channels", "page", "kind"),
@@ -524,6 +530,14 @@ def schema_journey() -> None:
     from junction.domain.journey_model import JourneyDefinition
 
     sys.stdout.write(schema_text(JourneyDefinition))
+
+
+@schema_app.command("segment")
+def schema_segment() -> None:
+    """Print the JSON Schema of a segment definition (docs/schemas/segment.schema.json)."""
+    from junction.domain.segments import SegmentDefinition
+
+    sys.stdout.write(schema_text(SegmentDefinition))
 
 
 @app.command("simulate")
@@ -929,3 +943,60 @@ def schema_campaign() -> None:
     from junction.domain.campaigns import CampaignDefinition
 
     sys.stdout.write(schema_text(CampaignDefinition))
+
+
+# Segments ----------------------------------------------------------------------------------
+
+segment_app = typer.Typer(help="Segments: behavioural audiences.", no_args_is_help=True)
+app.add_typer(segment_app, name="segment")
+
+
+@segment_app.command("list")
+def segment_list(workspace: WorkspaceOption = DEMO_WORKSPACE) -> None:
+    """Segments and how many people are in each now."""
+    from junction.store import segments
+
+    found = _in_campaigns(workspace, segments.list_segments, write=False)
+    table = Table("key", "name", "status", "version", "members")
+    for row in found:
+        table.add_row(
+            row["key"], row["name"] or "", row["status"], str(row["version"]), str(row["members"])
+        )
+    console.print(table)
+
+
+@segment_app.command("show")
+def segment_show(
+    key: Annotated[str, typer.Argument(help="The segment's key.")],
+    workspace: WorkspaceOption = DEMO_WORKSPACE,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many members to list.")] = 20,
+) -> None:
+    """A segment's member count and its first members."""
+    from junction.store import segments
+
+    shown = _in_campaigns(workspace, segments.get, key, write=False)
+    page = _in_campaigns(workspace, segments.members, key, limit, write=False)
+    console.print(f"{escape(shown['key'])}: {shown['members']} member(s), {shown['status']}")
+    for member in page["members"]:
+        console.print(f"  {escape(member['userId'] or str(member['id']))}")
+
+
+@segment_app.command("evaluate")
+def segment_evaluate(
+    key: Annotated[str, typer.Argument(help="The segment's key.")],
+    workspace: WorkspaceOption = DEMO_WORKSPACE,
+) -> None:
+    """Evaluate a whole segment again now (after a bulk import that bypassed the event
+    stream), with a progress bar."""
+    from junction.store import segments
+
+    with Progress(
+        TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as progress:
+        task = progress.add_task("evaluate", total=None)
+
+        def moved(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = _in_campaigns(workspace, segments.reevaluate, key, SystemClock().now(), moved)
+    console.print(f"{escape(result['key'])}: {result['members']} member(s)")

@@ -11,12 +11,14 @@ from typer.testing import CliRunner
 
 from junction.cli import app, schema_text
 from junction.domain.journey_model import JourneyDefinition
+from junction.domain.segments import SegmentDefinition
 from junction.domain.templates import TemplateDefinition
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 PUBLISHED: list[tuple[str, type[BaseModel]]] = [
     ("template", TemplateDefinition),
     ("journey", JourneyDefinition),
+    ("segment", SegmentDefinition),
 ]
 
 
