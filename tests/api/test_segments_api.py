@@ -268,3 +268,25 @@ def test_archiving_a_segment_empties_it(client, database, clock) -> None:
     assert client.post("/v1/segments/emailable/archive").json()["status"] == "archived"
     assert client.post("/v1/segments/emailable/archive").status_code == 409
     assert client.get("/v1/segments/emailable").json()["members"] == 0
+
+
+def test_people_sent_a_journey_step_are_in_its_engagement_segment(client, database, clock) -> None:
+    for key, step in (("got-hello", "hello"), ("got-other", "other")):
+        where = {"engaged": "received", "journey": "hi", "step": step}
+        save(client, {"key": key, "where": where})
+    hello = {
+        "id": "hello",
+        "type": "send",
+        "channel": "email",
+        "content": {"subject": "Hello", "text": "Welcome"},
+        "next": None,
+    }
+    journey = {"key": "hi", "name": "Hi", "trigger": {"event": "Signed Up"}, "steps": [hello]}
+    assert client.post("/v1/journeys", json=journey).status_code == 201
+    assert client.post("/v1/journeys/hi/activate").status_code == 200
+    identify(client, "ann", email="ann@example.com")
+    identify(client, "bob", email="bob@example.com")
+    track(client, "ann", "Signed Up")
+    drain(database, clock)
+    assert member_ids(client, "got-hello") == ["ann"]
+    assert member_ids(client, "got-other") == []
