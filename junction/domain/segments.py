@@ -566,7 +566,15 @@ class SegmentDefinition(_Model):
     def compile(self) -> Compiled:
         signals: dict[str, Signal] = {}
         check = self.where.compile(signals)
-        return Compiled(self.key, check, signals, _requirement(self.where))
+        kinds = _kinds_in(self.where)
+        return Compiled(
+            self.key,
+            check,
+            signals,
+            _requirement(self.where),
+            needs_traits=TraitCondition in kinds,
+            needs_reachable=ReachableCondition in kinds,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,10 +591,22 @@ class Compiled:
     check: _Check
     signals: Mapping[str, Signal]
     requirement: Requirement | None  # None: anyone may be a member
+    # What of a person it reads besides signals: the shell loads only that.
+    needs_traits: bool = True
+    needs_reachable: bool = True
 
     def evaluate(self, facts: Facts, now: datetime) -> Verdict:
         member, recheck = self.check(facts, now.timestamp())
         return Verdict(member, recheck)
+
+
+def _kinds_in(node: BaseModel) -> set[type[BaseModel]]:
+    if isinstance(node, AllOf | AnyOf):
+        children = node.all if isinstance(node, AllOf) else node.any
+        return {type(node)}.union(*(_kinds_in(child) for child in children))
+    if isinstance(node, NotOf):
+        return {NotOf, *_kinds_in(node.not_)}
+    return {type(node)}
 
 
 def _requirement(node: BaseModel) -> Requirement | None:

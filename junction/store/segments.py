@@ -397,20 +397,28 @@ def _write_aggregates(
 
 
 def facts_of(
-    conn: Connection, workspace_id: int, contact_ids: Sequence[int], signal_keys: Iterable[str]
+    conn: Connection,
+    workspace_id: int,
+    contact_ids: Sequence[int],
+    signal_keys: Iterable[str],
+    *,
+    traits: bool = True,
+    reachable: bool = True,
 ) -> dict[int, Facts]:
-    """What segments see of these people (those that exist)."""
+    """What segments see of these people (those that exist); traits and reachable channels
+    only when asked for (a rule that reads none needs none loaded)."""
     keys = sorted(set(signal_keys))
-    traits: dict[int, Any] = {}
+    found: dict[int, Any] = {}
     aggregates: dict[int, dict[str, Aggregate]] = defaultdict(dict)
-    reachable: dict[int, set[str]] = defaultdict(set)
+    channels: dict[int, set[str]] = defaultdict(set)
+    columns = (contacts.c.id, contacts.c.traits) if traits else (contacts.c.id,)
     for chunk in _chunks(sorted(set(contact_ids))):
         for row in conn.execute(
-            select(contacts.c.id, contacts.c.traits).where(
+            select(*columns).where(
                 contacts.c.workspace_id == workspace_id, contacts.c.id.in_(chunk)
             )
         ):
-            traits[row.id] = row.traits or {}
+            found[row.id] = (row.traits or {}) if traits else {}
         if keys:
             for row in conn.execute(
                 select(segment_signals).where(
@@ -418,17 +426,18 @@ def facts_of(
                 )
             ):
                 aggregates[row.contact_id][row.signal] = _aggregate_of(row)
-        for row in conn.execute(
-            select(addresses.c.contact_id, addresses.c.kind).where(
-                addresses.c.contact_id.in_(chunk), addresses.c.status == "active"
-            )
-        ):
-            reachable[row.contact_id].update(_CHANNELS_OF_KIND.get(row.kind, ()))
+        if reachable:
+            for row in conn.execute(
+                select(addresses.c.contact_id, addresses.c.kind).where(
+                    addresses.c.contact_id.in_(chunk), addresses.c.status == "active"
+                )
+            ):
+                channels[row.contact_id].update(_CHANNELS_OF_KIND.get(row.kind, ()))
     return {
         contact_id: Facts(
-            contact_id, found, aggregates.get(contact_id, {}), frozenset(reachable[contact_id])
+            contact_id, person, aggregates.get(contact_id, {}), frozenset(channels[contact_id])
         )
-        for contact_id, found in traits.items()
+        for contact_id, person in found.items()
     }
 
 
@@ -451,6 +460,19 @@ def candidates(conn: Connection, workspace_id: int, rule: Compiled, now: datetim
     return sorted(found)
 
 
+def _facts_for(
+    conn: Connection, workspace_id: int, contact_ids: Sequence[int], rule: Compiled
+) -> dict[int, Facts]:
+    return facts_of(
+        conn,
+        workspace_id,
+        contact_ids,
+        rule.signals,
+        traits=rule.needs_traits,
+        reachable=rule.needs_reachable,
+    )
+
+
 def verdicts(
     conn: Connection,
     workspace_id: int,
@@ -463,7 +485,7 @@ def verdicts(
     done = 0
     for start in range(0, len(people), 5000):
         chunk = people[start : start + 5000]
-        for contact_id, facts in facts_of(conn, workspace_id, chunk, rule.signals).items():
+        for contact_id, facts in _facts_for(conn, workspace_id, chunk, rule).items():
             yield contact_id, rule.evaluate(facts, now)
         done += len(chunk)
         if progress is not None:
@@ -554,7 +576,7 @@ def decide(
     people = sorted(set(contact_ids))
     if not people:
         return 0, 0
-    facts = facts_of(conn, segment.workspace_id, people, segment.rule.signals)
+    facts = _facts_for(conn, segment.workspace_id, people, segment.rule)
     current: dict[int, Any] = {}
     for chunk in _chunks(people):
         for row in conn.execute(
@@ -683,7 +705,9 @@ def preview(
     )
     members: list[int] = []
     for chunk in _chunks(people):
-        for contact_id, facts in facts_of(conn, workspace_id, chunk, ()).items():
+        for contact_id, facts in facts_of(
+            conn, workspace_id, chunk, (), traits=rule.needs_traits, reachable=rule.needs_reachable
+        ).items():
             signals_now = {
                 key: folded
                 for key, per_person in found.items()
