@@ -909,7 +909,8 @@ def campaign_status(
                 if shown["status"] not in ("scheduled", "sending"):
                     break
                 time.sleep(interval)  # a person watching: one look per interval
-                shown = _in_campaigns(workspace, campaigns.status, key, write=False)
+                shown = _in_campaigns(workspace, campaigns.status, key, False, write=False)
+        shown = _in_campaigns(workspace, campaigns.status, key, write=False)
     _print_campaign(shown)
 
 

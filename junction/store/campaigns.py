@@ -670,9 +670,10 @@ def variant_stats(
     return stats
 
 
-def status(conn: Connection, workspace_id: int, key: str) -> dict[str, Any]:
+def status(conn: Connection, workspace_id: int, key: str, results: bool = True) -> dict[str, Any]:
     """The campaign, its definition, and its progress: audience, pending, queued, control,
-    skipped, and per variant what its messages achieved."""
+    skipped, and (``results``) per variant what its messages achieved — which reads their
+    messages and events, so a progress bar polling a large campaign leaves it out."""
     row = _find(conn, workspace_id, key)
     definition = parse(row.definition)
     by_status: dict[str, int] = dict(
@@ -691,7 +692,7 @@ def status(conn: Connection, workspace_id: int, key: str) -> dict[str, Any]:
             campaign_recipients.c.variant.is_(None),
         )
     )
-    stats = variant_stats(conn, row.id, definition)
+    stats = variant_stats(conn, row.id, definition) if results else {}
     control = stats.pop(CONTROL, {"converted": 0})
     return {
         "key": row.key,
