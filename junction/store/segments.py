@@ -570,13 +570,15 @@ def decide(
     segment: _Segment,
     contact_ids: Iterable[int],
     now: datetime,
+    facts: Mapping[int, Facts] | None = None,
 ) -> tuple[int, int]:
-    """Decide these people again, write what changed, and record a membership event for
-    each change; returns (entered, exited)."""
+    """Decide these people again (from ``facts`` when the caller loaded them), write what
+    changed, and record a membership event for each change; returns (entered, exited)."""
     people = sorted(set(contact_ids))
     if not people:
         return 0, 0
-    facts = _facts_for(conn, segment.workspace_id, people, segment.rule)
+    if facts is None:
+        facts = _facts_for(conn, segment.workspace_id, people, segment.rule)
     current: dict[int, Any] = {}
     for chunk in _chunks(people):
         for row in conn.execute(
@@ -808,11 +810,24 @@ def on_events(conn: Connection, now: datetime, grace: timedelta, limit: int = 20
                 times[(event.contact_id, signal.key)].append(event.timestamp.timestamp())
     touched = _fold_all(conn, read, watched, times, now)
     for workspace_id, found in active.items():
+        people_of = {
+            segment.id: set(retraited.get(workspace_id, ())).union(
+                *(touched.get((workspace_id, key), ()) for key in segment.rule.signals)
+            )
+            for segment in found
+        }
+        # One read of the facts for all the workspace's segments.
+        everyone = sorted(set().union(*people_of.values()))
+        facts = facts_of(
+            conn,
+            workspace_id,
+            everyone,
+            watched[workspace_id],
+            traits=any(segment.rule.needs_traits for segment in found),
+            reachable=any(segment.rule.needs_reachable for segment in found),
+        )
         for segment in found:
-            people = set(retraited.get(workspace_id, ()))
-            for key in segment.rule.signals:
-                people.update(touched.get((workspace_id, key), ()))
-            decide(conn, segment, people, now)
+            decide(conn, segment, people_of[segment.id], now, facts)
     conn.execute(
         segment_cursor.update().where(segment_cursor.c.id == 1).values(last_event_id=read[-1].id)
     )
