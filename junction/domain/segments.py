@@ -373,14 +373,18 @@ class EngagedCondition(_Model):
             raise ValueError("engaged: a step belongs to a journey; name the journey too")
         return self
 
-    def compile(self, signals: dict[str, Signal]) -> _Check:
+    def signal(self) -> tuple[str, dict[str, Any]]:
+        """The message event and the filter on where its message came from."""
         where: dict[str, Any] = (
             {"campaign": self.campaign}
             if self.campaign is not None
             else {"journey": self.journey, **({"step": self.step} if self.step else {})}
         )
+        return ENGAGEMENT_EVENTS[self.engaged], where
+
+    def compile(self, signals: dict[str, Signal]) -> _Check:
         window = _seconds(self.within)
-        key = _register(signals, ENGAGEMENT_EVENTS[self.engaged], where, window or 0.0)
+        key = _register(signals, *self.signal(), window or 0.0)
         return _counting(key, 1, math.inf, window)
 
 
@@ -619,12 +623,7 @@ def _requirement(node: BaseModel) -> Requirement | None:
     if isinstance(node, LastPerformedCondition) and not node.or_never:
         return Requirement(((signal_key(node.last_performed, node.where), None),))
     if isinstance(node, EngagedCondition):
-        where = (
-            {"campaign": node.campaign}
-            if node.campaign is not None
-            else {"journey": node.journey, **({"step": node.step} if node.step else {})}
-        )
-        return Requirement(((signal_key(ENGAGEMENT_EVENTS[node.engaged], where), None),))
+        return Requirement(((signal_key(*node.signal()), _seconds(node.within)),))
     if isinstance(node, AllOf):
         for child in node.all:
             found = _requirement(child)

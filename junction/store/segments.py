@@ -40,6 +40,7 @@ from junction.domain.segments import parse as parse_definition
 from junction.domain.sending import CHANNEL_ADDRESS
 from junction.errors import Conflict, FieldError, InvalidInput, NotFound
 from junction.store.ingest import EVENT_COLUMNS
+from junction.store.segment_sql import members_query
 from junction.store.sql import driver_json, driver_time, insert_ignoring_conflicts, insert_rows_fast
 from junction.store.tables import (
     addresses,
@@ -1032,5 +1033,8 @@ def audience(conn: Connection, workspace_id: int, key: str | None, now: datetime
     ).first()
     if row is None:
         raise NotFound(f"no segment {key!r} in this workspace")
+    pushed = members_query(parse_definition(row.definition), workspace_id, now)
+    if pushed is not None:  # the common behavioural rules: one query over the aggregates
+        return sorted(conn.scalars(pushed))
     rule = compiled(row.definition)
     return sorted(c for c, verdict in verdicts(conn, workspace_id, rule, now) if verdict.member)

@@ -31,6 +31,12 @@ DEFINITIONS: list[dict[str, Any]] = [
     {"lastPerformed": "B", "moreThan": HOUR, "orNever": True},
     {"any": [{"trait": "plan", "value": "pro"}, {"performed": "B", "within": HOUR}]},
     {"all": [{"not": {"trait": "plan", "value": "pro"}}, {"performed": "A"}]},
+    {
+        "any": [
+            {"performed": "B", "within": HOUR},
+            {"not": {"lastPerformed": "A", "moreThan": HOUR}},
+        ]
+    },
 ]
 _workspaces = itertools.count()
 
@@ -62,13 +68,16 @@ def real_time_members(database: Any, workspace_id: int) -> dict[str, set[int]]:
 
 
 def batch_members(database: Any, workspace_id: int, now: Any) -> dict[str, set[int]]:
+    """From the stored events (``preview``), checked against ``audience`` — the batch answer
+    from the kept aggregates, in one SQL query where the rule allows."""
+    found = {}
     with database.read() as conn:
-        return {
-            f"s{i}": set(
-                segments.preview(conn, workspace_id, {"key": f"s{i}", "where": where}, now)["ids"]
-            )
-            for i, where in enumerate(DEFINITIONS)
-        }
+        for i, where in enumerate(DEFINITIONS):
+            key = f"s{i}"
+            raw = segments.preview(conn, workspace_id, {"key": key, "where": where}, now)
+            found[key] = set(raw["ids"])
+            assert set(segments.audience(conn, workspace_id, key, now)) == found[key], key
+    return found
 
 
 @settings(
