@@ -22,14 +22,14 @@ class CampaignEngine:
         with self.database.read() as conn:  # most rounds have nothing to do: no write
             if not campaigns.due_work(conn, now):
                 return 0
-            sending = campaigns.sending_ids(conn)
+            sending = campaigns.sending_ids(conn, now)
         handled = 0
         with self.database.write() as conn:
             started = campaigns.start_due(conn, now)
         if started:
             handled += started
             with self.database.read() as conn:
-                sending = campaigns.sending_ids(conn)
+                sending = campaigns.sending_ids(conn, now)
         for campaign_id in sending:
             with self.database.write() as conn:
                 handled += campaigns.run_round(conn, campaign_id, now, self.batch)

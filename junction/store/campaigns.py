@@ -366,8 +366,7 @@ def due_work(conn: Connection, now: datetime) -> bool:
         .where(campaigns.c.status == SCHEDULED, campaigns.c.scheduled_at <= now)
         .limit(1)
     )
-    sending = conn.scalar(select(campaigns.c.id).where(campaigns.c.status == SENDING).limit(1))
-    return starting is not None or sending is not None
+    return starting is not None or bool(sending_ids(conn, now))
 
 
 def start_due(conn: Connection, now: datetime) -> int:
@@ -397,8 +396,19 @@ def start_due(conn: Connection, now: datetime) -> int:
     return started
 
 
-def sending_ids(conn: Connection) -> list[int]:
-    return list(conn.scalars(select(campaigns.c.id).where(campaigns.c.status == SENDING)))
+def sending_ids(conn: Connection, now: datetime) -> list[int]:
+    """The sending campaigns with work now: recipients due, or none pending (to complete).
+    One waiting for its recipients' local times or a test's end costs no write."""
+    r = campaign_recipients
+    pending = select(r.c.contact_id).where(r.c.campaign_id == campaigns.c.id, r.c.status == PENDING)
+    due = pending.where(r.c.due_at <= now)
+    return list(
+        conn.scalars(
+            select(campaigns.c.id).where(
+                campaigns.c.status == SENDING, due.exists() | ~pending.exists()
+            )
+        )
+    )
 
 
 def run_round(conn: Connection, campaign_id: int, now: datetime, batch: int) -> int:
