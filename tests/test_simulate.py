@@ -228,7 +228,10 @@ def test_the_example_journey_and_its_templates_apply(
     stored: Database,  # noqa: F811
     tenant: Tenant,
 ) -> None:
-    files = sorted(str(p) for p in (ROOT / "examples").glob("*/*.yaml"))
+    # Campaign definitions are created with `junction campaign create`, not applied.
+    files = sorted(
+        str(p) for p in (ROOT / "examples").glob("*/*.yaml") if p.parent.name != "campaigns"
+    )
     result = CliRunner().invoke(app, ["apply", *files, "--workspace", "acme"])
     assert result.exit_code == 0, result.output
     with stored.read() as conn:
