@@ -465,3 +465,20 @@ def test_schema_is_published(client: Any) -> None:
     assert {"key", "audience", "message", "schedule", "abTest", "control"} <= set(
         schema["properties"]
     )
+
+
+def test_list_and_unknown_keys(client: Any, database: Database, clock: Any) -> None:
+    template(client)
+    people(client, 2)
+    create(client, campaign("b-side"))
+    create(client, campaign("a-side"))
+    act(client, "a-side", "send")
+    listed = client.get("/v1/campaigns").json()["campaigns"]
+    assert [(c["key"], c["status"], c["audience"]) for c in listed] == [
+        ("a-side", "sending", 2),
+        ("b-side", "draft", None),
+    ]
+    missing = client.get("/v1/campaigns/nope")
+    assert missing.status_code == 404 and "no campaign 'nope'" in missing.json()["error"]["message"]
+    assert client.post("/v1/campaigns/nope/send").status_code == 404
+    assert client.post("/v1/campaigns/a-side/explode").status_code == 422
