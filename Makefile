@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/policy.py
 	$(BIN)/python bench/journeys.py
+	$(BIN)/python bench/segments.py
 	$(BIN)/python bench/campaign.py
 
 clean:
