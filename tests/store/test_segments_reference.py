@@ -658,12 +658,23 @@ CASES: dict[str, dict[str, Any]] = {
             "within": {"amount": 2, "unit": "days"},
         },
     },
+    "pricey-cart-no-eur-order": {
+        "performed": "Added to Cart",
+        "where": {"price": {"op": "gte", "value": 50}},
+        "notFollowedBy": {"event": "Order Completed", "where": {"currency": "EUR"}},
+        "within": {"amount": 14, "unit": "days"},
+    },
     # last performed
     "lapsed": {"lastPerformed": "Session Started", "moreThan": {"amount": 30, "unit": "days"}},
     "lapsed-or-never": {
         "lastPerformed": "Session Started",
         "moreThan": {"amount": 30, "unit": "days"},
         "orNever": True,
+    },
+    "ios-lapsed": {
+        "lastPerformed": "Session Started",
+        "where": {"platform": "ios"},
+        "moreThan": {"amount": 20, "unit": "days"},
     },
     # engaged (the first 5,000 people have messages)
     "bf-received": {"engaged": "received", "campaign": "black-friday"},
