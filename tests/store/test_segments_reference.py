@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import random
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, func, select
 
 from junction.store import segments as store
 from junction.store.database import Database
@@ -268,8 +269,15 @@ def bulk(
             copy.write_row(row)
 
 
-def insert_world(conn: Connection, data: World) -> dict[int, int]:
-    """Every row, in bulk; the contact ids by person."""
+@dataclass
+class Stored:
+    workspace: int
+    ids: dict[int, int]  # contact id by person
+    message_ids: dict[int, int]  # message id by index
+
+
+def insert_world(conn: Connection, data: World, until: int = T, held: int = 0) -> Stored:
+    """Every row in bulk, the events up to ``until`` (but one in ``held``)."""
     time = driver_time(conn)
     now = time(NOW)
     workspace = _workspace(conn)
@@ -302,18 +310,44 @@ def insert_world(conn: Connection, data: World) -> dict[int, int]:
             for kind, value, status in p.addresses
         ],
     )
+    stored = Stored(workspace, ids, _messages(conn, workspace, data, ids))
+    insert_events(conn, data, stored, 0, until, held)
+    return stored
+
+
+def insert_events(
+    conn: Connection, data: World, stored: Stored, after: int, until: int, held: int = 0
+) -> None:
+    """The events after ``after`` up to ``until``, in no particular order. With ``held``,
+    one in ``held`` of them is kept back from the first insertion (``after`` 0) and sent
+    with the next, late: its time is before the events stored already."""
+
+    def chosen(message_id: str, at: int) -> bool:
+        if not held:
+            return after < at <= until
+        late = zlib.crc32(message_id.encode()) % held == 0
+        if after == 0:
+            return at <= until and not late
+        return after < at <= until or (late and at <= after)
+
+    time = driver_time(conn)
+    workspace, ids = stored.workspace, stored.ids
     rows = []
     for p in data.people:
         for number, (name, properties, at) in enumerate(p.events):
+            if not chosen(f"e{p.index}-{number}", at):
+                continue
             moment = time(datetime.fromtimestamp(at, UTC))
             rows.append(
                 (workspace, ids[p.index], f"e{p.index}-{number}", "track", name, f"u{p.index}",
                  None, driver_json(properties), None, None, moment, moment, None)
             )  # fmt: skip
-    message_ids = _messages(conn, workspace, data, ids)
     for number, (person, name, index, at, as_text) in enumerate(data.message_events):
+        if not chosen(f"m{number}", at):
+            continue
         moment = time(datetime.fromtimestamp(at, UTC))
-        reference: Any = str(message_ids[index]) if as_text else message_ids[index]
+        reference: Any = stored.message_ids[index]
+        reference = str(reference) if as_text else reference
         properties = {"messageId": reference, "channel": "email"}
         rows.append(
             (workspace, ids[person], f"m{number}", "track", name, None, None,
@@ -321,7 +355,6 @@ def insert_world(conn: Connection, data: World) -> dict[int, int]:
         )  # fmt: skip
     random.Random(7).shuffle(rows)  # stored in no particular order
     bulk(conn, events, EVENT_COLUMNS, rows)
-    return ids
 
 
 def _workspace(conn: Connection) -> int:
@@ -469,9 +502,14 @@ class Subject:
     person: Person
     channels: set[str]
     behaviour: list[tuple[str, Mapping[str, Any], int]]
+    now: int = T  # what has happened by then counts
 
     def times(self, event: str, where: Mapping[str, Any]) -> list[int]:
-        return sorted(t for name, p, t in self.behaviour if name == event and accepted(where, p))
+        return sorted(
+            t
+            for name, p, t in self.behaviour
+            if t <= self.now and name == event and accepted(where, p)
+        )
 
 
 def subjects(data: World, ids: Mapping[int, int]) -> list[Subject]:
@@ -511,7 +549,7 @@ def reference(node: Mapping[str, Any], s: Subject) -> bool:
         if not firsts:
             return False
         latest = firsts[-1]
-        if lookback is not None and latest < T - lookback:
+        if lookback is not None and latest < s.now - lookback:
             return False  # the latest one is not within the period
         then = node["notFollowedBy"]
         seconds_after = s.times(then["event"], then.get("where", {}))
@@ -520,12 +558,12 @@ def reference(node: Mapping[str, Any], s: Subject) -> bool:
             return not any(t >= latest for t in seconds_after)
         if any(latest <= t <= latest + wait for t in seconds_after):
             return False
-        return latest + wait <= T  # counts once the wait has passed
+        return latest + wait <= s.now  # counts once the wait has passed
     if "performed" in node:
         found = s.times(node["performed"], node.get("where", {}))
         window = seconds(node.get("within"))
         if window is not None:
-            found = [t for t in found if T - window <= t <= T]
+            found = [t for t in found if s.now - window <= t]
         least = node.get("atLeast", 0 if "atMost" in node else 1)
         most = node.get("atMost", len(found))
         return least <= len(found) <= most
@@ -533,7 +571,7 @@ def reference(node: Mapping[str, Any], s: Subject) -> bool:
         found = s.times(node["lastPerformed"], node.get("where", {}))
         if not found:
             return bool(node.get("orNever", False))
-        return T - found[-1] >= seconds(node["moreThan"])  # type: ignore[operator]
+        return s.now - found[-1] >= seconds(node["moreThan"])  # type: ignore[operator]
     if "engaged" in node:
         name = {"received": "message.sent", "opened": "message.opened"}.get(
             node["engaged"], "message.clicked"
@@ -547,7 +585,7 @@ def reference(node: Mapping[str, Any], s: Subject) -> bool:
             }
         found = s.times(name, where)
         window = seconds(node.get("within"))
-        return any(window is None or t >= T - window for t in found)
+        return any(window is None or t >= s.now - window for t in found)
     if "reachable" in node:
         return node["reachable"] in s.channels
     if "bucket" in node:
@@ -573,8 +611,8 @@ def _trait(node: Mapping[str, Any], s: Subject) -> bool:
         span = seconds(value)
         assert span is not None
         if op == "withinLast":
-            return 0 <= T - moment <= span
-        return T - moment >= span
+            return 0 <= s.now - moment <= span
+        return s.now - moment >= span
     return holds(op, look(s.person.traits, name), value)
 
 
@@ -803,8 +841,8 @@ def check(database: Database, data: World, cases: Mapping[str, Mapping[str, Any]
     """Save each case as a segment; its members (the rows ``save`` wrote, and ``audience``)
     are the people the reference puts in it."""
     with database.write() as conn:
-        ids = insert_world(conn, data)
-        workspace = conn.scalar(select(contacts.c.workspace_id).limit(1))
+        stored = insert_world(conn, data)
+    workspace, ids = stored.workspace, stored.ids
     assert len(ids) == len(data.people)
     people = subjects(data, ids)
     problems: list[str] = []
@@ -817,15 +855,8 @@ def check(database: Database, data: World, cases: Mapping[str, Mapping[str, Any]
             saved = store.save(conn, workspace, {"key": key, "where": where}, NOW)
         with database.read() as conn:
             audience = set(store.audience(conn, workspace, key, NOW))
-            segment_id = conn.scalar(select(segments.c.id).where(segments.c.key == key))
-            stored = set(
-                conn.scalars(
-                    select(segment_members.c.contact_id).where(
-                        segment_members.c.segment_id == segment_id, segment_members.c.member
-                    )
-                )
-            )
-        for source, got in (("audience", audience), ("segment_members", stored)):
+            kept = members_of(conn, key)
+        for source, got in (("audience", audience), ("segment_members", kept)):
             if got != expected:
                 extra, missing = _sample(got - expected, people), _sample(expected - got, people)
                 problems.append(
@@ -835,6 +866,103 @@ def check(database: Database, data: World, cases: Mapping[str, Mapping[str, Any]
         if saved["members"] != len(expected):
             problems.append(f"{label}: save() counted {saved['members']}, not {len(expected)}")
     assert not problems, "\n".join(problems)
+
+
+def members_of(conn: Connection, key: str) -> set[int]:
+    """The segment's members as its rows say."""
+    segment_id = conn.scalar(select(segments.c.id).where(segments.c.key == key))
+    query = select(segment_members.c.contact_id).where(
+        segment_members.c.segment_id == segment_id, segment_members.c.member
+    )
+    return set(conn.scalars(query))
+
+
+LIVE = 2_000
+LATE = 20  # one event in 20 arrives late
+
+
+def on_time(data: World, held: int) -> World:
+    """The world without the events ``insert_events`` holds back."""
+
+    def late(message_id: str) -> bool:
+        return zlib.crc32(message_id.encode()) % held == 0
+
+    return World(
+        [
+            replace(p, events=[e for n, e in enumerate(p.events) if not late(f"e{p.index}-{n}")])
+            for p in data.people
+        ],
+        data.messages,
+        [e for n, e in enumerate(data.message_events) if not late(f"m{n}")],
+        data.runs,
+    )
+
+
+def test_members_kept_current_as_events_arrive_and_time_passes(database: Database) -> None:
+    """Saved eight days earlier over the events until then; the rest of the events arrive
+    (in no particular order) and the clock reaches now: the members kept in real time are
+    the reference's at each moment."""
+    data = part(world(), LIVE)
+    earlier = T - 8 * DAY
+    then = datetime.fromtimestamp(earlier, UTC)
+    with database.write() as conn:
+        stored = insert_world(conn, data, until=earlier, held=LATE)
+    people = subjects(data, stored.ids)
+    # What had arrived by the save: not the events held back to come late.
+    arrived = subjects(on_time(data, LATE), stored.ids)
+    problems: list[str] = []
+    for label, where in CASES.items():
+        expected = {s.contact_id for s in arrived if reference(where, replace(s, now=earlier))}
+        with database.write() as conn:
+            store.save(conn, stored.workspace, {"key": label, "where": where}, then)
+            got = members_of(conn, label)
+        if got != expected:
+            problems.append(
+                f"{label} at save, 8 days earlier: {_difference(got, expected, people)}"
+            )
+    with database.write() as conn:
+        insert_events(conn, data, stored, earlier, T, held=LATE)
+    read = 0
+    while True:
+        with database.write() as conn:
+            batch = store.on_events(conn, NOW, timedelta(0))
+        if not batch:
+            break
+        read += batch
+    assert read >= sum(1 for p in data.people for *_, at in p.events if at > earlier)
+    while True:
+        with database.write() as conn:
+            if not store.fire_rechecks(conn, NOW):
+                break
+    with database.read() as conn:
+        changes = dict(
+            conn.execute(
+                select(events.c.name, func.count())
+                .where(events.c.name.in_(["segment.entered", "segment.exited"]))
+                .group_by(events.c.name)
+            ).all()
+        )
+        # People moved both ways while events arrived and time passed.
+        assert changes.get("segment.entered", 0) > 100, changes
+        assert changes.get("segment.exited", 0) > 100, changes
+        for label, where in CASES.items():
+            expected = {s.contact_id for s in people if reference(where, s)}
+            got = members_of(conn, label)
+            if got != expected:
+                problems.append(f"{label} now: {_difference(got, expected, people)}")
+            counted = conn.scalar(select(segments.c.members).where(segments.c.key == label))
+            if counted != len(got):
+                problems.append(
+                    f"{label}: the segment counts {counted} members, its rows {len(got)}"
+                )
+    assert not problems, "\n".join(problems)
+
+
+def _difference(got: set[int], expected: set[int], people: list[Subject]) -> str:
+    extra, missing = _sample(got - expected, people), _sample(expected - got, people)
+    return (
+        f"{len(got)} members, {len(expected)} expected; not expected: {extra}; missing: {missing}"
+    )
 
 
 def _sample(ids: set[int], people: list[Subject]) -> str:
