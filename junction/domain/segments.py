@@ -433,34 +433,28 @@ class AllOf(_Model):
     all: list[Node] = Field(min_length=1)
 
     def compile(self, signals: dict[str, Signal]) -> _Check:
-        checks = [node.compile(signals) for node in self.all]
-
-        def check(facts: Facts, now: float) -> tuple[bool, float | None]:
-            member, recheck = True, None
-            for each in checks:
-                held, when = each(facts, now)
-                member = member and held
-                recheck = _earlier(recheck, when)
-            return member, recheck
-
-        return check
+        return _combined([node.compile(signals) for node in self.all], all)
 
 
 class AnyOf(_Model):
     any: list[Node] = Field(min_length=1)
 
     def compile(self, signals: dict[str, Signal]) -> _Check:
-        checks = [node.compile(signals) for node in self.any]
+        return _combined([node.compile(signals) for node in self.any], any)
 
-        def check(facts: Facts, now: float) -> tuple[bool, float | None]:
-            member, recheck = False, None
-            for each in checks:
-                held, when = each(facts, now)
-                member = member or held
-                recheck = _earlier(recheck, when)
-            return member, recheck
 
-        return check
+def _combined(checks: list[_Check], combine: Callable[[Iterable[bool]], bool]) -> _Check:
+    """Every check runs (not short-circuited): the earliest recheck of any part may change
+    the whole answer."""
+
+    def check(facts: Facts, now: float) -> tuple[bool, float | None]:
+        answers = [each(facts, now) for each in checks]
+        recheck = None
+        for _, when in answers:
+            recheck = _earlier(recheck, when)
+        return combine(held for held, _ in answers), recheck
+
+    return check
 
 
 class NotOf(_Model):

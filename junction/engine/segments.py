@@ -7,12 +7,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from junction.clock import Clock
+from junction.engine.journeys import POSTGRES_GRACE
 from junction.store import segments
 from junction.store.database import Database
-
-# On PostgreSQL, how long an event waits before the cursor may pass it (transactions commit
-# out of id order); SQLite has one writer, so ids commit in order.
-POSTGRES_GRACE = timedelta(seconds=2)
 
 
 class SegmentEngine:

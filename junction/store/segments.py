@@ -547,23 +547,31 @@ class _Segment:
     rule: Compiled
 
 
+_SEGMENT_COLUMNS = (
+    segments.c.id,
+    segments.c.workspace_id,
+    segments.c.key,
+    segments.c.definition,
+    segments.c.status,
+)
+
+
 def _active(conn: Connection, workspace_ids: Iterable[int]) -> dict[int, list[_Segment]]:
     found: dict[int, list[_Segment]] = defaultdict(list)
     ids = sorted(set(workspace_ids))
     if not ids:
         return found
     for row in conn.execute(
-        select(
-            segments.c.id,
-            segments.c.workspace_id,
-            segments.c.key,
-            segments.c.version,
-            segments.c.definition,
-        ).where(segments.c.workspace_id.in_(ids), segments.c.status == ACTIVE)
+        select(*_SEGMENT_COLUMNS).where(
+            segments.c.workspace_id.in_(ids), segments.c.status == ACTIVE
+        )
     ):
-        rule = compiled(row.definition)
-        found[row.workspace_id].append(_Segment(row.id, row.workspace_id, row.key, rule))
+        found[row.workspace_id].append(_segment_of(row))
     return found
+
+
+def _segment_of(row: Any) -> _Segment:
+    return _Segment(row.id, row.workspace_id, row.key, compiled(row.definition))
 
 
 def decide(
@@ -893,16 +901,7 @@ def fire_rechecks(conn: Connection, now: datetime, limit: int = 2000) -> int:
     by_segment: dict[int, list[int]] = defaultdict(list)
     for pair in due:
         by_segment[pair.segment_id].append(pair.contact_id)
-    rows = conn.execute(
-        select(
-            segments.c.id,
-            segments.c.workspace_id,
-            segments.c.key,
-            segments.c.version,
-            segments.c.definition,
-            segments.c.status,
-        ).where(segments.c.id.in_(list(by_segment)))
-    ).all()
+    rows = conn.execute(select(*_SEGMENT_COLUMNS).where(segments.c.id.in_(list(by_segment)))).all()
     for row in rows:
         if row.status != ACTIVE:
             conn.execute(
@@ -911,8 +910,7 @@ def fire_rechecks(conn: Connection, now: datetime, limit: int = 2000) -> int:
                 .values(recheck_at=None)
             )
             continue
-        segment = _Segment(row.id, row.workspace_id, row.key, compiled(row.definition))
-        decide(conn, segment, by_segment[row.id], now)
+        decide(conn, _segment_of(row), by_segment[row.id], now)
     # A verdict whose recheck time is not later (a clock at the very instant) must not
     # loop: anything still due now is pushed a second on.
     conn.execute(
