@@ -36,8 +36,10 @@ import sys
 import tempfile
 import time
 from array import array
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import orjson
@@ -62,7 +64,7 @@ SEGMENT = {
 # Event names and their shares; each name has a few property payloads.
 NAMES = ("Viewed Product", "Session Started", "Added to Cart", "Order Completed")
 WEIGHTS = (40, 30, 20, 10)
-PAYLOADS = {
+PAYLOADS: dict[str, list[dict[str, Any]]] = {
     "Viewed Product": [{"sku": f"sku-{i}"} for i in range(20)],
     "Session Started": [{"platform": p} for p in ("ios", "android", "web")],
     "Added to Cart": [{"sku": f"sku-{i}", "price": 5 + i} for i in range(20)],
@@ -134,14 +136,14 @@ def load_sqlite(path: Path, n: int, data: Events) -> tuple[int, list[int]]:
         ((workspace, ids[i], f"u{i}@example.com", stamp, stamp) for i in range(n)),
     )
     # Timestamps as UtcDateTime stores them on SQLite, without a datetime per row.
-    first = NOW - timedelta(days=DAYS)
-    start = datetime(first.year, first.month, first.day, tzinfo=UTC)  # that day's midnight
+    earliest = NOW - timedelta(days=DAYS)
+    start = datetime(earliest.year, earliest.month, earliest.day, tzinfo=UTC)  # its midnight
     days = [(start + timedelta(days=d)).strftime("%Y-%m-%d") for d in range(DAYS + 2)]
     clock = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.000000" for s in range(86400)]
     offset = int((NOW - start).total_seconds())
     payloads = [[orjson.dumps(p).decode() for p in PAYLOADS[name]] for name in NAMES]
 
-    def rows(first: int, last: int):  # type: ignore[no-untyped-def]
+    def rows(first: int, last: int) -> Iterator[tuple[Any, ...]]:
         for i in range(first, last):
             since_start = offset - data.ago[i]
             moment = f"{days[since_start // 86400]} {clock[since_start % 86400]}"
@@ -198,8 +200,9 @@ def theirs(duck: duckdb.DuckDBPyConnection) -> list[int]:
     return [row[0] for row in duck.execute(DUCKDB_QUERY, {"since": since}).fetchall()]
 
 
-def best(run, repeat: int) -> tuple[float, list[int]]:  # type: ignore[no-untyped-def]
-    times, answer = [], []
+def best(run: Callable[[], list[int]], repeat: int) -> tuple[float, list[int]]:
+    times: list[float] = []
+    answer: list[int] = []
     for _ in range(repeat):
         started = time.perf_counter()
         answer = run()

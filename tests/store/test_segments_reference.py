@@ -14,7 +14,7 @@ import hashlib
 import random
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
@@ -63,8 +63,18 @@ class Person:
 class Message:
     index: int  # its position: the row's id is looked up after insertion
     person: int
-    key_of: Callable[[Mapping[str, int]], str]  # the idempotency key, given the ids inserted
     origin: tuple[str, str, str | None]  # ("campaign", key, None) / ("journey", key, step)
+    run: str | None  # the journey run's label
+
+
+def idempotency_key(message: Message, ids: Mapping[str, int]) -> str:
+    """As the sender writes it, from the ids the rows were given."""
+    kind, key, step = message.origin
+    if kind == "campaign":
+        return f"campaign:{ids['campaign:' + key]}:{ids[f'contact:{message.person}']}"
+    if kind == "journey":
+        return f"journey:{ids[f'run:{message.run}']}:{step}:1"
+    return f"api:request-{message.index}"
 
 
 @dataclass
@@ -212,35 +222,19 @@ def world() -> World:
             origins.append(("campaign", rng.choice(["black-friday", "newsletter-11"]), None))
         if rng.random() < 0.6:
             journey = rng.choice(["onboarding", "winback"])
-            run = f"run-{len(runs)}"
-            runs.append((person, journey, run))
-            for step in rng.sample(steps[journey], rng.randint(1, len(steps[journey]))):
-                origins.append(("journey", journey, f"{run}|{step}"))
+            label = f"run-{len(runs)}"
+            runs.append((person, journey, label))
+            for visited in rng.sample(steps[journey], rng.randint(1, len(steps[journey]))):
+                origins.append(("journey", journey, f"{label}|{visited}"))
         if rng.random() < 0.1:
             origins.append(("api", "transactional", None))  # no campaign, no journey
         for kind, key, detail in origins:
             index = len(found)
-            if kind == "campaign":
-                origin: tuple[str, str, str | None] = ("campaign", key, None)
-
-                def key_of(ids: Mapping[str, int], key: str = key, person: int = person) -> str:
-                    return f"campaign:{ids['campaign:' + key]}:{ids[f'contact:{person}']}"
-
-            elif kind == "journey":
-                assert detail is not None
+            run: str | None = None
+            step: str | None = None
+            if detail is not None:
                 run, step = detail.split("|")
-                origin = ("journey", key, step)
-
-                def key_of(ids: Mapping[str, int], run: str = run, step: str = step) -> str:
-                    return f"journey:{ids['run:' + run]}:{step}:1"
-
-            else:
-                origin = ("api", key, None)
-
-                def key_of(ids: Mapping[str, int], index: int = index) -> str:
-                    return f"api:request-{index}"
-
-            found.append(Message(index, person, key_of, origin))
+            found.append(Message(index, person, (kind, key, step), run))
             sent = T - rng.randint(0, 20 * DAY)
             as_text = rng.random() < 0.2
             message_events.append((person, "message.sent", index, sent, as_text))
@@ -332,7 +326,7 @@ def insert_events(
 
     time = driver_time(conn)
     workspace, ids = stored.workspace, stored.ids
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for p in data.people:
         for number, (name, properties, at) in enumerate(p.events):
             if not chosen(f"e{p.index}-{number}", at):
@@ -395,8 +389,8 @@ def _messages(conn: Connection, workspace: int, data: World, ids: dict[int, int]
     assert len(inserted) == len(data.runs)
     keys.update(("run:" + run, id_) for (_, _, run), id_ in zip(data.runs, inserted, strict=True))
     rows = [
-        (workspace, ids[m.person], m.key_of(keys), "email", "capture", f"p{m.person}@example.com",
-         "marketing", "{}", "sent", 1, now, now, now)
+        (workspace, ids[m.person], idempotency_key(m, keys), "email", "capture",
+         f"p{m.person}@example.com", "marketing", "{}", "sent", 1, now, now, now)
         for m in data.messages
         if m.person in ids
     ]  # fmt: skip
@@ -411,7 +405,7 @@ def _messages(conn: Connection, workspace: int, data: World, ids: dict[int, int]
         row.idempotency_key: row.id
         for row in conn.execute(select(messages.c.id, messages.c.idempotency_key))
     }
-    return {m.index: by_key[m.key_of(keys)] for m in data.messages if m.person in ids}
+    return {m.index: by_key[idempotency_key(m, keys)] for m in data.messages if m.person in ids}
 
 
 # --- the reference ---------------------------------------------------------------------------
@@ -438,13 +432,13 @@ def holds(op: str, actual: Any, expected: Any) -> bool:
     """One filter operator as docs/journeys.md has it: a missing value matches only ``ne``
     and ``exists: false``; values that do not compare do not match."""
     if op == "exists":
-        return (actual is not MISSING) is (True if expected is None else expected)
+        return (actual is not MISSING) is (True if expected is None else bool(expected))
     if actual is MISSING:
         return op == "ne"
     if op == "eq":
-        return actual == expected
+        return bool(actual == expected)
     if op == "ne":
-        return actual != expected
+        return bool(actual != expected)
     if op == "in":
         return actual in expected
     if op == "contains":
@@ -460,12 +454,14 @@ def holds(op: str, actual: Any, expected: Any) -> bool:
     )
     if not comparable:
         return False
-    return {
-        "gt": actual > expected,
-        "gte": actual >= expected,
-        "lt": actual < expected,
-        "lte": actual <= expected,
-    }[op]
+    return bool(
+        {
+            "gt": actual > expected,
+            "gte": actual >= expected,
+            "lt": actual < expected,
+            "lte": actual <= expected,
+        }[op]
+    )
 
 
 def accepted(where: Mapping[str, Any], properties: Mapping[str, Any]) -> bool:
@@ -564,8 +560,8 @@ def reference(node: Mapping[str, Any], s: Subject) -> bool:
         window = seconds(node.get("within"))
         if window is not None:
             found = [t for t in found if s.now - window <= t]
-        least = node.get("atLeast", 0 if "atMost" in node else 1)
-        most = node.get("atMost", len(found))
+        least: int = node.get("atLeast", 0 if "atMost" in node else 1)
+        most: int = node.get("atMost", len(found))
         return least <= len(found) <= most
     if "lastPerformed" in node:
         found = s.times(node["lastPerformed"], node.get("where", {}))
@@ -591,12 +587,14 @@ def reference(node: Mapping[str, Any], s: Subject) -> bool:
     if "bucket" in node:
         bucket = node["bucket"]
         digest = hashlib.sha256(f"{bucket.get('salt', '')}:{s.contact_id}".encode()).digest()
-        return bucket["from"] <= int.from_bytes(digest[:8], "big") % 100 < bucket["to"]
+        low, high = int(bucket["from"]), int(bucket["to"])
+        return low <= int.from_bytes(digest[:8], "big") % 100 < high
     raise AssertionError(f"no reference for {node}")
 
 
 def _trait(node: Mapping[str, Any], s: Subject) -> bool:
-    name, op, value = node["trait"], node.get("op", "eq"), node.get("value")
+    name, op = node["trait"], node.get("op", "eq")
+    value: Any = node.get("value")
     if op == "between":
         actual = look(s.person.traits, name)
         return holds("gte", actual, value[0]) and holds("lte", actual, value[1])
@@ -935,7 +933,7 @@ def test_members_kept_current_as_events_arrive_and_time_passes(database: Databas
             if not store.fire_rechecks(conn, NOW):
                 break
     with database.read() as conn:
-        changes = dict(
+        changes: dict[str, int] = dict(
             conn.execute(
                 select(events.c.name, func.count())
                 .where(events.c.name.in_(["segment.entered", "segment.exited"]))
