@@ -8,12 +8,22 @@ from junction.clock import Clock
 from junction.store import campaigns
 from junction.store.database import Database
 
+# Messages waiting in the outbox beyond which campaigns stop queueing until it drains.
+OUTBOX_BOUND = 4000
+
 
 class CampaignEngine:
-    def __init__(self, database: Database, clock: Clock, batch: int = 1000) -> None:
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        batch: int = 1000,
+        outbox_bound: int | None = OUTBOX_BOUND,
+    ) -> None:
         self.database = database
         self.clock = clock
         self.batch = batch
+        self.outbox_bound = outbox_bound  # None: no bound (benchmarks of the queueing alone)
 
     def run_once(self) -> int:
         """Start what is due, and queue a batch of each sending campaign; how many
@@ -32,5 +42,7 @@ class CampaignEngine:
                 sending = campaigns.sending_ids(conn, now)
         for campaign_id in sending:
             with self.database.write() as conn:
-                handled += campaigns.run_round(conn, campaign_id, now, self.batch)
+                handled += campaigns.run_round(
+                    conn, campaign_id, now, self.batch, self.outbox_bound
+                )
         return handled

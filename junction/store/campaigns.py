@@ -16,6 +16,9 @@ Rules kept here:
   and the recipients become ``queued`` with their message's id, in the same transaction. A
   crash between rounds repeats nothing and skips nobody; on PostgreSQL the batch is claimed
   ``FOR UPDATE SKIP LOCKED``, so workers share a campaign;
+- the engine feeds the outbox no faster than it is drained: a round queues only while fewer
+  than a few thousand messages wait there to be claimed (the dispatcher's claim slows down
+  as the queue grows, and a paused campaign's queued messages still go);
 - a message's key is ``campaign:{campaign id}:{contact id}`` (``…:pull`` for the in-app
   message or content card paired with it): the outbox keeps one message per key;
 - every main message asks reachability for the best of its channels (one channel is a best
@@ -411,8 +414,29 @@ def sending_ids(conn: Connection, now: datetime) -> list[int]:
     )
 
 
-def run_round(conn: Connection, campaign_id: int, now: datetime, batch: int) -> int:
-    """Queue one batch of a sending campaign's due recipients; how many it handled."""
+def outbox_backlog(conn: Connection, now: datetime, bound: int) -> int:
+    """How many messages wait in the outbox to be claimed now, counted up to ``bound``
+    (an index range: cheap however long the queue)."""
+    waiting = (
+        select(messages.c.id)
+        .where(messages.c.status == outbox.QUEUED, messages.c.due_at <= now)
+        .limit(bound)
+        .subquery()
+    )
+    return int(conn.scalar(select(func.count()).select_from(waiting)) or 0)
+
+
+def run_round(
+    conn: Connection,
+    campaign_id: int,
+    now: datetime,
+    batch: int,
+    outbox_bound: int | None = None,
+) -> int:
+    """Queue one batch of a sending campaign's due recipients; how many it handled. With
+    ``outbox_bound``, only while fewer messages than that wait in the outbox: the campaign
+    is fed to the outbox at the pace the dispatcher drains it (a claim's cost grows with
+    the backlog, and a pause stops sends within a few batches)."""
     query = select(campaigns).where(campaigns.c.id == campaign_id, campaigns.c.status == SENDING)
     if conn.dialect.name == "postgresql":
         # FOR KEY SHARE: rounds of several workers run side by side (their recipients are
@@ -423,6 +447,10 @@ def run_round(conn: Connection, campaign_id: int, now: datetime, batch: int) -> 
         return 0  # paused, cancelled or finished since, or another worker holds it
     definition = parse(row.definition)
     limit = batch
+    if outbox_bound is not None:
+        limit = min(limit, outbox_bound - outbox_backlog(conn, now, outbox_bound))
+        if limit <= 0:
+            return 0
     if definition.throttle is not None:
         recent = conn.scalar(
             select(func.count())

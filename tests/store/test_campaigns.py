@@ -103,3 +103,20 @@ def test_two_workers_share_a_campaign_on_postgresql(postgres: Database) -> None:
     with postgres.write() as conn:
         assert campaigns.run_round(conn, campaign_id, START, 100) == 10
     assert counts(postgres) == (30, 30)
+
+
+def test_a_campaign_feeds_the_outbox_no_faster_than_it_drains(
+    database: Database, tenant: Tenant, clock: VirtualClock
+) -> None:
+    campaign_id = sending(database, tenant.id, 25, clock.now())
+
+    def round_() -> int:
+        with database.write() as conn:
+            return campaigns.run_round(conn, campaign_id, clock.now(), 10, outbox_bound=15)
+
+    assert [round_(), round_(), round_()] == [10, 5, 0]
+    with database.write() as conn:  # the dispatcher takes twelve of them
+        taken = select(messages.c.id).order_by(messages.c.id).limit(12).scalar_subquery()
+        conn.execute(messages.update().where(messages.c.id.in_(taken)).values(status="sent"))
+    assert [round_(), round_(), round_()] == [10, 0, 0]
+    assert counts(database) == (25, 25)
