@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from collections import defaultdict
@@ -235,9 +236,9 @@ def rebuild_signal(
     for row in rows:
         batch.append(row)
         if len(batch) >= 10_000:
-            _collect(conn, signal, batch, times)
+            _collect(conn, workspace_id, signal, batch, times)
             batch = []
-    _collect(conn, signal, batch, times)
+    _collect(conn, workspace_id, signal, batch, times)
     clock = now.timestamp()
     folded = {
         contact_id: fold(None, found, signal.keep_seconds, clock)
@@ -248,11 +249,15 @@ def rebuild_signal(
 
 
 def _collect(
-    conn: Connection, signal: Signal, rows: Sequence[Any], times: dict[int, list[float]]
+    conn: Connection,
+    workspace_id: int,
+    signal: Signal,
+    rows: Sequence[Any],
+    times: dict[int, list[float]],
 ) -> None:
     origins = _origins(conn, [row.properties for row in rows]) if _about_messages(signal) else {}
     for row in rows:
-        properties = _with_origin(row.properties or {}, origins)
+        properties = _with_origin(row.properties or {}, origins, workspace_id)
         if signal.accepts(signal.event, properties):
             times[row.contact_id].append(row.timestamp.timestamp())
 
@@ -264,9 +269,10 @@ def _about_messages(signal: Signal) -> bool:
 # --- where messages came from --------------------------------------------------------------
 
 
-def _origins(conn: Connection, properties: Iterable[Any]) -> dict[int, dict[str, Any]]:
-    """For message events: the campaign, or the journey and step, each message was sent by
-    (from its idempotency key: ``campaign:{id}:{contact}``, ``journey:{run}:{step}:{visit}``)."""
+def _origins(conn: Connection, properties: Iterable[Any]) -> dict[int, tuple[int, dict[str, Any]]]:
+    """For message events: the workspace of each message, and the campaign, or the journey
+    and step, that sent it (from its idempotency key: ``campaign:{id}:{contact}``,
+    ``journey:{run}:{step}:{visit}``)."""
     ids = sorted(
         {
             int(p["messageId"])
@@ -275,11 +281,15 @@ def _origins(conn: Connection, properties: Iterable[Any]) -> dict[int, dict[str,
         }
     )
     keys: dict[int, str] = {}
+    workspace_of: dict[int, int] = {}
     for chunk in _chunks(ids):
-        for row in conn.execute(
-            select(messages.c.id, messages.c.idempotency_key).where(messages.c.id.in_(chunk))
+        for message in conn.execute(
+            select(messages.c.id, messages.c.workspace_id, messages.c.idempotency_key).where(
+                messages.c.id.in_(chunk)
+            )
         ):
-            keys[row.id] = row.idempotency_key
+            keys[message.id] = message.idempotency_key
+            workspace_of[message.id] = message.workspace_id
     campaigns_by_id: dict[int, str] = {}
     runs: dict[int, str] = {}
     parsed: dict[int, tuple[str, int, str | None]] = {}
@@ -303,21 +313,30 @@ def _origins(conn: Connection, properties: Iterable[Any]) -> dict[int, dict[str,
             .where(journey_runs.c.id.in_(chunk))
         ):
             runs[row.id] = row.key
-    origins: dict[int, dict[str, Any]] = {}
+    origins: dict[int, tuple[int, dict[str, Any]]] = {}
     for message_id, (kind, ref, step) in parsed.items():
+        workspace_id = workspace_of[message_id]
         if kind == "campaign" and ref in campaigns_by_id:
-            origins[message_id] = {"campaign": campaigns_by_id[ref]}
+            origins[message_id] = (workspace_id, {"campaign": campaigns_by_id[ref]})
         elif kind == "journey" and ref in runs:
-            origins[message_id] = {"journey": runs[ref], "step": step}
+            origins[message_id] = (workspace_id, {"journey": runs[ref], "step": step})
     return origins
 
 
-def _with_origin(properties: Mapping[str, Any], origins: Mapping[int, Any]) -> Mapping[str, Any]:
+def _with_origin(
+    properties: Mapping[str, Any],
+    origins: Mapping[int, tuple[int, dict[str, Any]]],
+    workspace_id: int,
+) -> Mapping[str, Any]:
+    """The event's properties with where its message came from — only for a message of
+    the event's own workspace (a tracked event may name any id)."""
     message_id = properties.get("messageId")
     if not origins or message_id is None or not str(message_id).isdigit():
         return properties
-    origin = origins.get(int(message_id))
-    return {**properties, **origin} if origin else properties
+    found = origins.get(int(message_id))
+    if found is None or found[0] != workspace_id:
+        return properties
+    return {**properties, **found[1]}
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -704,7 +723,7 @@ def preview(
         messages_about = [r.properties for r in rows if r.name.startswith("message.")]
         origins = _origins(conn, messages_about) if messages_about else {}
         for row in rows:
-            properties = _with_origin(row.properties or {}, origins)
+            properties = _with_origin(row.properties or {}, origins, workspace_id)
             for signal in by_event[row.name]:
                 if signal.accepts(row.name, properties):
                     found[signal.key][row.contact_id].append(row.timestamp.timestamp())
@@ -802,6 +821,18 @@ def on_events(conn: Connection, now: datetime, grace: timedelta, limit: int = 20
                 known = watched[workspace_id].get(key)
                 if known is None or known.keep_seconds < signal.keep_seconds:
                     watched[workspace_id][key] = signal
+    # A signal keeps at least the history it was last rebuilt with, so that saving again a
+    # segment that needs it (archived or edited away meanwhile) finds it whole.
+    for row in conn.execute(
+        select(signals.c.workspace_id, signals.c.key, signals.c.keep_seconds).where(
+            signals.c.workspace_id.in_(list(watched))
+        )
+    ):
+        known = watched[row.workspace_id].get(row.key)
+        if known is not None and known.keep_seconds < row.keep_seconds:
+            watched[row.workspace_id][row.key] = dataclasses.replace(
+                known, keep_seconds=float(row.keep_seconds)
+            )
     about_messages = [e.properties for e in read if (e.name or "").startswith("message.")]
     origins = _origins(conn, about_messages) if about_messages else {}
     times: dict[tuple[int, str], list[float]] = defaultdict(list)
@@ -813,7 +844,7 @@ def on_events(conn: Connection, now: datetime, grace: timedelta, limit: int = 20
             retraited[event.workspace_id].add(event.contact_id)
         if not event.name:
             continue
-        properties = _with_origin(event.properties or {}, origins)
+        properties = _with_origin(event.properties or {}, origins, event.workspace_id)
         for signal in watched[event.workspace_id].values():
             if signal.accepts(event.name, properties):
                 times[(event.contact_id, signal.key)].append(event.timestamp.timestamp())

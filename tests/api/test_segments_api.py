@@ -290,3 +290,22 @@ def test_people_sent_a_journey_step_are_in_its_engagement_segment(client, databa
     drain(database, clock)
     assert member_ids(client, "got-hello") == ["ann"]
     assert member_ids(client, "got-other") == []
+
+
+def test_a_segment_saved_again_after_archiving_finds_the_history_it_needs(
+    client, database, clock
+) -> None:
+    twice = {"performed": "X", "atLeast": 2, "within": {"amount": 7, "unit": "days"}}
+    save(client, {"key": "lately", "where": {"lastPerformed": "X", "moreThan": HOUR}})
+    identify(client, "ann")
+    track(client, "ann", "X")
+    clock.advance(timedelta(days=1))
+    track(client, "ann", "X")
+    drain(database, clock)
+    assert save(client, {"key": "twice", "where": twice})["members"] == 1
+    assert client.post("/v1/segments/twice/archive").status_code == 200
+    clock.advance(timedelta(hours=1))
+    track(client, "ann", "X")  # folded while only "lately" (which needs no times) is active
+    drain(database, clock)
+    assert save(client, {"key": "twice", "where": twice})["members"] == 1
+    assert member_ids(client, "twice") == ["ann"]
