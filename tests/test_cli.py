@@ -202,7 +202,9 @@ def test_apply_reports_every_problem_of_every_file(
         "---\n"
         "name: a journey, perhaps\nsteps: []\n"
         "---\n"
-        "name: a segment, perhaps\nwhere: {plan: pro}\n"
+        "name: a segment without a key\nwhere: {plan: pro}\n"
+        "---\n"
+        "name: something else\ncolour: red\n"
     )
     unreadable = tmp_path / "unreadable.json"
     unreadable.write_text('{"key": "x",\n "channels": }')
@@ -214,7 +216,9 @@ def test_apply_reports_every_problem_of_every_file(
     assert code == 1, output
     assert f"{several} (document 2): key: String should match pattern" in output
     assert f"{several} (document 3): steps: List should have at least 1 item" in output
-    assert f"{several} (document 4): document: not a definition Junction knows" in output
+    assert f"{several} (document 4): key: Field required" in output
+    assert f"{several} (document 4): where: not a condition" in output
+    assert f"{several} (document 5): document: not a definition Junction knows" in output
     assert f"{unreadable}: json: line 2 column 14:" in output
     assert f"{dangling}: channels.sms.landingPage: no landing template 'nope'" in output
     assert versions(stored, tenant) == {}
