@@ -137,6 +137,7 @@ def route(conn: Connection, rows: Sequence[Any], now: datetime) -> list[Routed]:
     rules = {ws: rules_for(conn, ws) for ws in {row.workspace_id for row in deciding}}
     routed = []
     offers: Offers = {}
+    providers: dict[tuple[int, str], str] = {}  # one lookup per channel a claim chooses
     for row in rows:
         if not needs_policy(row):
             routed.append(Routed(row, None, row.channel, row.provider, row.to_address, row.content))
@@ -148,7 +149,11 @@ def route(conn: Connection, rows: Sequence[Any], now: datetime) -> list[Routed]:
         provider, to_address, content = row.provider, row.to_address, row.content
         if decision.action == "send" and (channel != row.channel or not row.to_address):
             to_address, beside = reach.get(channel, ("", {}))
-            provider = provider_for(conn, row.workspace_id, channel)
+            if (row.workspace_id, channel) not in providers:
+                providers[(row.workspace_id, channel)] = provider_for(
+                    conn, row.workspace_id, channel
+                )
+            provider = providers[(row.workspace_id, channel)]
             content = {**_without_beside(row.content), **beside}
         if decision.action == "send" and row.counts:
             at_topic = None if row.category == "transactional" else row.category
