@@ -439,6 +439,8 @@ segment_signals = Table(
     Column("recent", Json, nullable=False),  # epoch seconds, ascending, within keep_seconds
     # Covers the audience query's range scan: who did it since when, no table row read.
     Index(None, "workspace_id", "signal", "last_at", "contact_id"),
+    # Covers the audience query's probe of a person's other signals (their last time).
+    Index(None, "contact_id", "signal", "last_at"),
 )
 
 # Each contact's standing in each segment, and when time alone may change it.
