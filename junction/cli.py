@@ -794,7 +794,7 @@ app.add_typer(campaign_app, name="campaign")
 WorkspaceOption = Annotated[str, typer.Option(help="Workspace name or id.")]
 
 
-def _in_campaigns(workspace: str, fn: Callable[..., Any], *args: Any, write: bool = True) -> Any:
+def _in_workspace(workspace: str, fn: Callable[..., Any], *args: Any, write: bool = True) -> Any:
     """``fn(conn, workspace_id, *args, now)`` on the configured database; errors printed,
     each invalid field on its own line."""
     from junction.store.workspaces import find_workspace
@@ -828,7 +828,7 @@ def campaign_create(
         _fail(error)
     if len(documents) != 1:
         _fail(ValueError(f"{file.name}: holds {len(documents)} documents; give one campaign"))
-    saved = _in_campaigns(workspace, campaigns.save, documents[0], SystemClock().now())
+    saved = _in_workspace(workspace, campaigns.save, documents[0], SystemClock().now())
     what = "created" if saved["created"] else "changed" if saved["changed"] else "unchanged"
     console.print(f"campaign {escape(saved['key'])}: {what} ({saved['status']})")
 
@@ -845,7 +845,7 @@ def campaign_schedule(
     """Schedule a draft at its time (or --at, with an offset unless it is a local time)."""
     from junction.store import campaigns
 
-    shown = _in_campaigns(workspace, campaigns.schedule, key, SystemClock().now(), at)
+    shown = _in_workspace(workspace, campaigns.schedule, key, SystemClock().now(), at)
     console.print(f"campaign {escape(key)}: scheduled, starts {shown['scheduledAt']}")
 
 
@@ -855,9 +855,9 @@ def _campaign_move(action: str) -> Callable[[str, str], None]:
 
         now = SystemClock().now()
         if action == "send":
-            shown = _in_campaigns(workspace, campaigns.send, key, now)
+            shown = _in_workspace(workspace, campaigns.send, key, now)
         else:
-            shown = _in_campaigns(workspace, campaigns.move, key, action, now)
+            shown = _in_workspace(workspace, campaigns.move, key, action, now)
         console.print(f"campaign {escape(key)}: {shown['status']}")
 
     return command
@@ -886,7 +886,7 @@ def campaign_status(
 
     from junction.store import campaigns
 
-    shown = _in_campaigns(workspace, campaigns.status, key, write=False)
+    shown = _in_workspace(workspace, campaigns.status, key, write=False)
     if watch and shown["status"] in ("scheduled", "sending"):
         columns = (
             TextColumn("[bold]{task.description}"),
@@ -909,8 +909,8 @@ def campaign_status(
                 if shown["status"] not in ("scheduled", "sending"):
                     break
                 time.sleep(interval)  # a person watching: one look per interval
-                shown = _in_campaigns(workspace, campaigns.status, key, False, write=False)
-        shown = _in_campaigns(workspace, campaigns.status, key, write=False)
+                shown = _in_workspace(workspace, campaigns.status, key, False, write=False)
+        shown = _in_workspace(workspace, campaigns.status, key, write=False)
     _print_campaign(shown)
 
 
@@ -957,7 +957,7 @@ def segment_list(workspace: WorkspaceOption = DEMO_WORKSPACE) -> None:
     """Segments and how many people are in each now."""
     from junction.store import segments
 
-    found = _in_campaigns(workspace, segments.list_segments, write=False)
+    found = _in_workspace(workspace, segments.list_segments, write=False)
     table = Table("key", "name", "status", "version", "members")
     for row in found:
         table.add_row(
@@ -975,8 +975,8 @@ def segment_show(
     """A segment's member count and its first members."""
     from junction.store import segments
 
-    shown = _in_campaigns(workspace, segments.get, key, write=False)
-    page = _in_campaigns(workspace, segments.members, key, limit, write=False)
+    shown = _in_workspace(workspace, segments.get, key, write=False)
+    page = _in_workspace(workspace, segments.members, key, limit, write=False)
     console.print(f"{escape(shown['key'])}: {shown['members']} member(s), {shown['status']}")
     for member in page["members"]:
         console.print(f"  {escape(member['userId'] or str(member['id']))}")
@@ -999,5 +999,5 @@ def segment_evaluate(
         def moved(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        result = _in_campaigns(workspace, segments.reevaluate, key, SystemClock().now(), moved)
+        result = _in_workspace(workspace, segments.reevaluate, key, SystemClock().now(), moved)
     console.print(f"{escape(result['key'])}: {result['members']} member(s)")

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
@@ -470,16 +470,9 @@ class NotOf(_Model):
         return check
 
 
-_KINDS = {
-    "all": "all",
-    "any": "any",
-    "not": "not",
-    "trait": "trait",
-    "lastPerformed": "lastPerformed",
-    "engaged": "engaged",
-    "reachable": "reachable",
-    "bucket": "bucket",
-}
+# A condition is told by its marking field; ``performed`` is two kinds (see ``_kind``).
+_MARKS = ("all", "any", "not", "trait", "lastPerformed", "engaged", "reachable", "bucket")
+CONDITION_TAGS = frozenset({*_MARKS, "performed", "notFollowedBy"})  # pydantic's union tags
 
 
 def _kind(value: Any) -> str | None:
@@ -500,10 +493,7 @@ def _kind(value: Any) -> str | None:
         return None
     if "performed" in value:
         return "notFollowedBy" if "notFollowedBy" in value else "performed"
-    for name, kind in _KINDS.items():
-        if name in value:
-            return kind
-    return None
+    return next((mark for mark in _MARKS if mark in value), None)
 
 
 Node = Annotated[
@@ -637,13 +627,3 @@ def _requirement(node: BaseModel) -> Requirement | None:
 
 def parse(raw: Any) -> SegmentDefinition:
     return SegmentDefinition.model_validate(raw)
-
-
-def signals_of(definitions: Sequence[SegmentDefinition]) -> dict[str, Signal]:
-    """Every signal the definitions watch, each kept as far back as the longest need."""
-    merged: dict[str, Signal] = {}
-    for definition in definitions:
-        for key, signal in definition.compile().signals.items():
-            if key not in merged or merged[key].keep_seconds < signal.keep_seconds:
-                merged[key] = signal
-    return merged

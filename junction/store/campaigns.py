@@ -38,13 +38,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 from sqlalchemy import Connection, String, and_, bindparam, cast, func, literal, select
 
 from junction.domain import campaigns as domain
 from junction.domain.campaigns import CampaignDefinition, VariantScore
 from junction.errors import Conflict, FieldError, InvalidInput, NotFound
 from junction.store import outbox, templates
+from junction.store.definitions import validated
 from junction.store.providers import provider_for
 from junction.store.segments import audience
 from junction.store.sql import driver_time, insert_rows_fast
@@ -70,17 +70,10 @@ _CHUNK = 5000  # recipient rows per executemany when freezing
 
 
 def parse(raw: Any) -> CampaignDefinition:
-    if not isinstance(raw, dict):
-        raise InvalidInput(FieldError("campaign", "must be an object (a mapping in YAML)"))
-    try:
-        return CampaignDefinition.model_validate(raw)
-    except ValidationError as error:
-        raise InvalidInput(
-            [FieldError(_where(raw, item["loc"]), _message(item)) for item in error.errors()]
-        ) from None
+    return validated(CampaignDefinition, raw, "campaign", lambda location: _where(raw, location))
 
 
-def _where(raw: dict[str, Any], location: tuple[Any, ...]) -> str:
+def _where(raw: dict[str, Any], location: Sequence[Any]) -> str:
     """The field's path as the user wrote it: a variant named by its key, and pydantic's
     union members (``audience.SegmentAudience.segment``) left out."""
     parts = [str(p) for p in location if not _union_member(str(p))]
@@ -90,15 +83,11 @@ def _where(raw: dict[str, Any], location: tuple[Any, ...]) -> str:
         found = variants[index] if isinstance(variants, list) and index < len(variants) else None
         if isinstance(found, dict) and isinstance(found.get("key"), str):
             parts[1] = found["key"]
-    return ".".join(parts) or "campaign"
+    return ".".join(parts)
 
 
 def _union_member(part: str) -> bool:
     return part[:1].isupper() or "[" in part
-
-
-def _message(item: Any) -> str:
-    return str(item["msg"]).removeprefix("Value error, ")
 
 
 def check(

@@ -10,18 +10,18 @@ entries take; runs already in stay on theirs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import orjson
 from cronsim import CronSim
-from pydantic import ValidationError
 from sqlalchemy import Connection, func, select
 
 from junction.domain.journeys import JourneyDefinition
-from junction.errors import Conflict, FieldError, InvalidInput, NotFound
+from junction.errors import Conflict, NotFound
+from junction.store.definitions import validated
 from junction.store.tables import journey_counts, journey_runs, journey_versions, journeys
 
 DRAFT, ACTIVE, PAUSED, ARCHIVED = "draft", "active", "paused", "archived"
@@ -44,17 +44,10 @@ def next_fire(definition: JourneyDefinition, after: datetime) -> datetime | None
 
 
 def parse(raw: Any) -> JourneyDefinition:
-    if not isinstance(raw, dict):
-        raise InvalidInput(FieldError("journey", "must be an object (a mapping in YAML)"))
-    try:
-        return JourneyDefinition.model_validate(raw)
-    except ValidationError as error:
-        raise InvalidInput(
-            [FieldError(_where(raw, item["loc"]), _message(item)) for item in error.errors()]
-        ) from None
+    return validated(JourneyDefinition, raw, "journey", lambda location: _where(raw, location))
 
 
-def _where(raw: dict[str, Any], location: tuple[Any, ...]) -> str:
+def _where(raw: dict[str, Any], location: Sequence[Any]) -> str:
     """The field's path, with a step named by its id: ``steps.wait-paid.where`` rather than
     pydantic's ``steps.0.wait_for.where``."""
     parts = [str(p) for p in location]
@@ -67,12 +60,7 @@ def _where(raw: dict[str, Any], location: tuple[Any, ...]) -> str:
             if rest and rest[0] == step.get("type"):  # pydantic names the union's member
                 rest = rest[1:]
             return ".".join(["steps", step["id"], *rest])
-    return ".".join(parts) or "journey"
-
-
-def _message(item: Any) -> str:
-    message = str(item["msg"])
-    return message.removeprefix("Value error, ")
+    return ".".join(parts)
 
 
 def save(conn: Connection, workspace_id: int, raw: Any, now: datetime) -> dict[str, Any]:

@@ -25,10 +25,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 from sqlalchemy import Connection, bindparam, delete, func, select, tuple_, update
 
 from junction.domain.segments import (
+    CONDITION_TAGS,
     Aggregate,
     Compiled,
     Facts,
@@ -39,7 +39,8 @@ from junction.domain.segments import (
 )
 from junction.domain.segments import parse as parse_definition
 from junction.domain.sending import CHANNEL_ADDRESS
-from junction.errors import Conflict, FieldError, InvalidInput, NotFound
+from junction.errors import Conflict, NotFound
+from junction.store.definitions import validated
 from junction.store.ingest import EVENT_COLUMNS
 from junction.store.segment_sql import members_query
 from junction.store.sql import driver_json, driver_time, insert_ignoring_conflicts, insert_rows_fast
@@ -63,11 +64,6 @@ ARCHIVED = "archived"
 ENTERED = "segment.entered"
 EXITED = "segment.exited"
 _CHUNK = 900  # ids per IN (...): under SQLite's default variable limit
-_TAGS = {"all", "any", "not", "trait", "performed", "notFollowedBy", "lastPerformed"} | {
-    "engaged",
-    "reachable",
-    "bucket",
-}
 # Address kinds back to the channels they reach.
 _CHANNELS_OF_KIND: dict[str, list[str]] = defaultdict(list)
 for _channel, _kind in CHANNEL_ADDRESS.items():
@@ -79,17 +75,7 @@ for _channel, _kind in CHANNEL_ADDRESS.items():
 
 
 def parse(raw: Any) -> SegmentDefinition:
-    if not isinstance(raw, dict):
-        raise InvalidInput(FieldError("segment", "must be an object (a mapping in YAML)"))
-    try:
-        return parse_definition(raw)
-    except ValidationError as error:
-        raise InvalidInput(
-            [
-                FieldError(_field(item["loc"]), str(item["msg"]).removeprefix("Value error, "))
-                for item in error.errors()
-            ]
-        ) from None
+    return validated(SegmentDefinition, raw, "segment", _field)
 
 
 def _field(location: Sequence[Any]) -> str:
@@ -97,11 +83,11 @@ def _field(location: Sequence[Any]) -> str:
     kept: list[str] = []
     previous: Any = None
     for part in location:
-        tag = part in _TAGS and (previous in ("where", "not") or isinstance(previous, int))
+        tag = part in CONDITION_TAGS and (previous in ("where", "not") or isinstance(previous, int))
         if not tag:
             kept.append(str(part))
         previous = part
-    return ".".join(kept) or "segment"
+    return ".".join(kept)
 
 
 _compiled: dict[bytes, Compiled] = {}
