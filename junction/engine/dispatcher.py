@@ -65,7 +65,7 @@ class DispatcherSettings:
     lease: timedelta = timedelta(seconds=60)
     idle_wait: float = 0.25  # seconds between polls when nothing is due
     send_timeout: float = 30.0
-    record_every: int = 20  # outcomes per recording transaction
+    record_most: int = 1000  # outcomes per recording transaction, at most
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -143,20 +143,38 @@ class Dispatcher:
         if not ready:
             return len(claimed) + held
         await self._refresh_adapters({(c.workspace_id, c.provider) for c in ready})
-        # Outcomes are recorded as sends finish, a few at a time, not once for the whole
-        # batch: what a crash leaves unrecorded (and so sends again) is only what finished
-        # in the last moments before it.
-        in_flight = asyncio.Semaphore(self.settings.concurrency)  # of this loop, this batch
-        pending: list[_Sent] = []
-        sends = [self._send(message, in_flight) for message in ready]
-        for finished in asyncio.as_completed(sends):
-            pending.append(await finished)
-            if len(pending) >= self.settings.record_every:
-                batch, pending = pending, []
-                await in_thread(self._record, batch)
-        if pending:
-            await in_thread(self._record, pending)
+        await self._send_and_record(ready)
         return len(claimed) + held
+
+    async def _send_and_record(self, ready: list[outbox.Claimed]) -> None:
+        """Send a batch, recording outcomes as sends finish: each recording transaction
+        takes every outcome that finished while the one before it ran (group commit). What a
+        crash leaves unrecorded (and so sends again) is only what finished in the last
+        moments before it; a fast provider's batch is recorded in a few transactions, a slow
+        one's a few outcomes at a time."""
+        in_flight = asyncio.Semaphore(self.settings.concurrency)  # of this loop, this batch
+        finished: list[_Sent] = []
+        some_finished = asyncio.Event()
+
+        async def send(message: outbox.Claimed) -> None:
+            finished.append(await self._send(message, in_flight))
+            some_finished.set()
+
+        tasks = [asyncio.create_task(send(message)) for message in ready]
+        try:
+            unrecorded = len(tasks)
+            while unrecorded:
+                await some_finished.wait()
+                some_finished.clear()
+                batch = finished[: self.settings.record_most]
+                del finished[: len(batch)]
+                if finished:
+                    some_finished.set()
+                unrecorded -= len(batch)
+                await in_thread(self._record, batch)
+        finally:
+            for task in tasks:  # cancelled (shutdown): nothing left running behind us
+                task.cancel()
 
     async def drain(self) -> int:
         """Run until nothing is due now, then close the adapters it built (tests, one-shot

@@ -20,7 +20,13 @@ from sqlalchemy import Connection, and_, bindparam, or_, select, update
 from junction.store import routing
 from junction.store.lifecycle import Change, record_changes
 from junction.store.namespaces import contact_namespace
-from junction.store.sql import insert_ignoring_conflicts
+from junction.store.sql import (
+    driver_json,
+    driver_time,
+    insert_ignoring_conflicts,
+    insert_rows_fast,
+    marker,
+)
 from junction.store.tables import contacts, message_attempts, messages
 
 QUEUED = "queued"
@@ -284,48 +290,48 @@ def _hold(conn: Connection, held: Sequence[routing.Routed], now: datetime) -> No
 
 
 def record(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
-    """Write what happened to each claimed message, and the attempt's history row."""
+    """Write what happened to each claimed message, and the attempt's history row.
+
+    Both statements go to the driver as they are (values already in driver form): this runs
+    once per message sent, and SQLAlchemy's per-value processing was most of its cost."""
     if not outcomes:
         return
-    conn.execute(
-        update(messages)
-        .where(messages.c.id == bindparam("mid"), messages.c.status == SENDING)
-        .values(
-            status=bindparam("new_status"),
-            due_at=bindparam("new_due"),
-            lease_until=None,
-            last_error=bindparam("error"),
-            provider_message_id=bindparam("pmid"),
-            details=bindparam("new_details"),
-            fallback_at=bindparam("new_fallback"),
-            updated_at=now,
-        ),
+    time = driver_time(conn)
+    mark = marker(conn)
+    conn.exec_driver_sql(
+        f"UPDATE messages SET status = {mark}, due_at = {mark}, lease_until = NULL, "
+        f"last_error = {mark}, provider_message_id = {mark}, details = {mark}, "
+        f"fallback_at = {mark}, updated_at = {mark} "
+        f"WHERE id = {mark} AND status = '{SENDING}'",
         [
-            {
-                "mid": o.message_id,
-                "new_status": QUEUED if o.status == FALLBACK else o.status,
-                "new_due": o.due_at or o.finished_at,
-                "error": o.error[:1000] if o.error else None,
-                "pmid": o.provider_message_id,
-                "new_details": o.details,
-                "new_fallback": o.fallback_at,
-            }
+            (
+                QUEUED if o.status == FALLBACK else o.status,
+                time(o.due_at or o.finished_at),
+                o.error[:1000] if o.error else None,
+                o.provider_message_id,
+                driver_json(o.details),
+                time(o.fallback_at),
+                time(now),
+                o.message_id,
+            )
             for o in outcomes
         ],
     )
     _tried(conn, {o.message_id: o.channel for o in outcomes if o.status == FALLBACK and o.channel})
-    conn.execute(
-        message_attempts.insert(),
+    insert_rows_fast(
+        conn,
+        message_attempts,
+        ("message_id", "number", "started_at", "finished_at", "outcome", "error", "retry_after"),
         [
-            {
-                "message_id": o.message_id,
-                "number": o.attempt,
-                "started_at": o.started_at,
-                "finished_at": o.finished_at,
-                "outcome": FAILED if o.status == FALLBACK else o.status,
-                "error": o.error[:1000] if o.error else None,
-                "retry_after": o.due_at if o.status == RETRYING else None,
-            }
+            (
+                o.message_id,
+                o.attempt,
+                time(o.started_at),
+                time(o.finished_at),
+                FAILED if o.status == FALLBACK else o.status,
+                o.error[:1000] if o.error else None,
+                time(o.due_at) if o.status == RETRYING else None,
+            )
             for o in outcomes
         ],
     )

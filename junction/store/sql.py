@@ -40,20 +40,27 @@ def insert_rows_fast(
     table: Table,
     columns: Sequence[str],
     rows: Sequence[tuple[Any, ...]],
-    on: Sequence[str],
+    on: Sequence[str] = (),
 ) -> None:
     """Like :func:`insert_ignoring_conflicts`, for the hot path: ``rows`` are tuples already in
     driver form (see :func:`driver_time`, :func:`driver_json`) handed straight to the DB-API
-    ``executemany``, skipping SQLAlchemy's per-value processing (measured: 1.6x faster)."""
+    ``executemany``, skipping SQLAlchemy's per-value processing (measured: 1.6x faster).
+    Without ``on``, a clash is an error, as with a plain insert."""
     if not rows:
         return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    mark = marker(conn)
     statement = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"VALUES ({', '.join([mark] * len(columns))}) "
-        f"ON CONFLICT ({', '.join(on)}) DO NOTHING"
+        f"VALUES ({', '.join([mark] * len(columns))})"
     )
+    if on:
+        statement += f" ON CONFLICT ({', '.join(on)}) DO NOTHING"
     conn.exec_driver_sql(statement, list(rows))
+
+
+def marker(conn: Connection) -> str:
+    """The driver's parameter placeholder, for statements sent with ``exec_driver_sql``."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 def driver_time(conn: Connection) -> Callable[[datetime | None], Any]:
