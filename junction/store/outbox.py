@@ -23,7 +23,6 @@ from junction.store.namespaces import contact_namespace
 from junction.store.sql import (
     driver_json,
     driver_time,
-    insert_ignoring_conflicts,
     insert_rows_fast,
     marker,
 )
@@ -94,32 +93,61 @@ class Outcome:
     channel: str | None = None  # FALLBACK: the channel that failed
 
 
+_ENQUEUED = (
+    "workspace_id",
+    "contact_id",
+    "idempotency_key",
+    "channel",
+    "provider",
+    "to_address",
+    "category",
+    "content",
+    "policy",
+    "counts",
+    "status",
+    "attempts",
+    "due_at",
+    "created_at",
+    "updated_at",
+)
+
+
 def enqueue(conn: Connection, intents: Sequence[Intent], now: datetime) -> dict[str, int]:
     """Store send intents (an intent whose key is already stored is kept as it was);
     returns the message id of every key."""
     if not intents:
         return {}
-    rows = [
-        {
-            "workspace_id": i.workspace_id,
-            "contact_id": i.contact_id,
-            "idempotency_key": i.idempotency_key,
-            "channel": i.channel,
-            "provider": i.provider,
-            "to_address": i.to_address,
-            "category": i.category,
-            "content": i.content,
-            "policy": i.policy,
-            "counts": i.counts,
-            "status": QUEUED,
-            "attempts": 0,
-            "due_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for i in intents
-    ]
-    insert_ignoring_conflicts(conn, messages, rows, on=("workspace_id", "idempotency_key"))
+    time = driver_time(conn)
+    queued_at = time(now)
+    counts = (lambda value: value) if conn.dialect.name == "postgresql" else int
+    # Straight to the driver: a campaign queues a whole round at once, and SQLAlchemy's
+    # per-value processing was two thirds of the cost.
+    insert_rows_fast(
+        conn,
+        messages,
+        _ENQUEUED,
+        [
+            (
+                i.workspace_id,
+                i.contact_id,
+                i.idempotency_key,
+                i.channel,
+                i.provider,
+                i.to_address,
+                i.category,
+                driver_json(i.content),
+                driver_json(i.policy),
+                counts(i.counts),
+                QUEUED,
+                0,
+                queued_at,
+                queued_at,
+                queued_at,
+            )
+            for i in intents
+        ],
+        on=("workspace_id", "idempotency_key"),
+    )
     found: dict[str, int] = {}
     for workspace_id in {i.workspace_id for i in intents}:
         keys = [i.idempotency_key for i in intents if i.workspace_id == workspace_id]

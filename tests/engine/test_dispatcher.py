@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
-from itertools import pairwise
 
 from sqlalchemy import select
 
@@ -194,5 +193,8 @@ def test_a_provider_rate_limit_paces_the_sends(database, clock, tenant) -> None:
 
     asyncio.run(Dispatcher(database, clock, SETTINGS, adapters={"fake": Stamping()}).drain())
     assert len(stamps) == 5
-    gaps = [later - earlier for earlier, later in pairwise(sorted(stamps))]
-    assert min(gaps) >= 0.045  # 20 a second: 50 ms apart, less a little timer jitter
+    # 20 a second with a burst of 1: the fifth send goes no sooner than 200 ms after the
+    # first. (Gaps between neighbours are not checked: on a loaded machine a late wake-up
+    # can bring one send closer to the next, never the last one earlier.)
+    stamps.sort()
+    assert stamps[-1] - stamps[0] >= 0.195
