@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, bindparam, select
+from sqlalchemy import Connection, select
 
 from junction.domain.journeys import (
     EVENT_FOR_ENGAGEMENT,
@@ -53,21 +53,13 @@ from junction.domain.journeys import (
     WebhookCall,
     advance,
 )
-from junction.domain.sending import check_category
-from junction.errors import Conflict, InvalidInput, NotFound
+from junction.errors import Conflict, InvalidInput
 from junction.store import journeys as definitions
-from junction.store import outbox, sends, templates
+from junction.store import outbox, sends
+from junction.store.journey_sends import PendingSend, queue_together, simple
 from junction.store.providers import provider_for
-from junction.store.sql import insert_ignoring_conflicts
-from junction.store.tables import (
-    addresses,
-    contacts,
-    events,
-    journey_cursor,
-    journey_runs,
-    journeys,
-    messages,
-)
+from junction.store.raw import Raw
+from junction.store.tables import contacts, messages
 
 log = structlog.get_logger(__name__)
 FINAL = ("completed", "exited", "converted")
@@ -75,6 +67,8 @@ ENGAGEMENT_OF_EVENT = {name: kind for kind, name in EVENT_FOR_ENGAGEMENT.items()
 # Lifecycle events of a journey's own messages that no run reacts to (a webhook call's
 # ``message.sent`` excepted: it carries the answer).
 _NOTHING_FOR_RUNS = frozenset({"message.queued", "message.sent"})
+_UNFINISHED = "status NOT IN ('completed', 'exited', 'converted')"
+_RUN_COLUMNS = "id, workspace_id, journey_id, version, contact_id, state"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,41 +81,66 @@ class Run:
     state: RunState
 
 
+@dataclass(frozen=True, slots=True)
+class _Journey:
+    """What entering needs of a journey's row."""
+
+    id: int
+    workspace_id: int
+    current_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Earlier:
+    """A run a person had of a journey, for its entry rules."""
+
+    id: int
+    entered_at: datetime
+    status: str
+
+
 class _Work:
-    """One batch's transaction: what it has read (definitions, contacts, runs' latest
-    states) and what it will write (run states, counts), written once at the end."""
+    """One batch's transaction: what it has read (definitions, contacts, runs at their latest
+    state) and what it will write (run states, counts, sends), written once at the end.
+
+    Runs are read for many people at once (``load_open_runs``, ``load_runs``,
+    ``load_earlier``); a run this batch has moved is always taken at its new state, its
+    row being written only when the batch ends."""
 
     def __init__(self, conn: Connection, now: datetime) -> None:
         self.conn = conn
         self.now = now
+        self.raw = Raw(conn)
+        self._lock = " FOR UPDATE" if self.raw.postgres else ""
         self._definitions: dict[tuple[int, int], JourneyDefinition] = {}
         self._contacts: dict[int, tuple[str | None, dict[str, Any]]] = {}
-        self.runs: dict[int, Run] = {}  # latest state of each run advanced in this batch
-        self._writes: dict[int, dict[str, Any]] = {}
+        self.runs: dict[int, Run] = {}  # every run read or moved, at its latest state
+        self._open: dict[int, list[int]] = {}  # unfinished runs by contact, loaded ones
+        self._earlier: dict[tuple[int, int], list[_Earlier]] = {}
+        self._writes: dict[int, tuple[Any, ...]] = {}
         self._counts: dict[tuple[int, str, str], int] = {}
-        self._triggered: dict[tuple[int, str], list[Any]] = {}
-        self.sends: list[_PendingSend] = []  # the simple ones, queued together at the end
+        self.sends: list[PendingSend] = []  # the simple ones, queued together at the end
+        self._senders: list[Run] = []  # the run of each
 
     def definition(self, journey_id: int, version: int) -> JourneyDefinition:
         key = (journey_id, version)
         found = self._definitions.get(key)
         if found is None:
-            found = self._definitions[key] = definitions.load(self.conn, journey_id, version)
+            found = self._definitions[key] = definitions.load_fast(self.raw, journey_id, version)
         return found
 
+    # --- reading, for many at once ---------------------------------------------------------
+
     def prefetch(self, contact_ids: Iterable[int]) -> None:
-        wanted = [c for c in set(contact_ids) if c not in self._contacts]
-        for chunk in range(0, len(wanted), 900):  # SQLite's bound-parameter limit
-            rows = self.conn.execute(
-                select(
-                    contacts.c.id, contacts.c.user_id, contacts.c.traits, contacts.c.timezone
-                ).where(contacts.c.id.in_(wanted[chunk : chunk + 900]))
+        wanted = {c for c in contact_ids if c not in self._contacts}
+        rows = self.raw.rows_in(
+            "SELECT id, user_id, traits, timezone FROM contacts WHERE id IN ({})", wanted
+        )
+        for contact_id, user_id, traits, timezone in rows:
+            self._contacts[contact_id] = (
+                user_id,
+                {**(self.raw.read_json(traits) or {}), "timezone": timezone},
             )
-            for row in rows:
-                self._contacts[row.id] = (
-                    row.user_id,
-                    {**(row.traits or {}), "timezone": row.timezone},
-                )
 
     def contact(self, contact_id: int) -> tuple[str | None, dict[str, Any]]:
         if contact_id not in self._contacts:
@@ -132,21 +151,106 @@ class _Work:
         user_id, contact = self.contact(contact_id)
         self._contacts[contact_id] = (user_id, {**contact, **values})
 
-    def triggered_by(self, workspace_id: int, name: str) -> list[Any]:
-        """The active journeys an event enters people into (looked up once per batch)."""
-        key = (workspace_id, name)
-        found = self._triggered.get(key)
-        if found is None:
-            found = self._triggered[key] = list(
-                self.conn.execute(
-                    select(journeys).where(
-                        journeys.c.workspace_id == workspace_id,
-                        journeys.c.trigger_event == name,
-                        journeys.c.status == definitions.ACTIVE,
-                    )
+    def _known(self, rows: list[Any]) -> list[Run]:
+        """Runs from rows, those this batch holds at their latest state."""
+        found = []
+        for run_id, workspace_id, journey_id, version, contact_id, state in rows:
+            run = self.runs.get(run_id)
+            if run is None:
+                run = self.runs[run_id] = Run(
+                    run_id,
+                    workspace_id,
+                    journey_id,
+                    version,
+                    contact_id,
+                    RunState.from_dict(self.raw.read_json(state)),
                 )
-            )
+            found.append(run)
         return found
+
+    def load_open_runs(self, contact_ids: Iterable[int]) -> None:
+        """The unfinished runs of these people (locked on PostgreSQL)."""
+        wanted = sorted({c for c in contact_ids if c not in self._open})
+        for contact_id in wanted:
+            self._open[contact_id] = []
+        rows = self.raw.rows_in(
+            f"SELECT {_RUN_COLUMNS} FROM journey_runs WHERE {_UNFINISHED} "
+            f"AND contact_id IN ({{}}) ORDER BY id{self._lock}",
+            wanted,
+        )
+        for run in self._known(rows):
+            self._open[run.contact_id].append(run.id)
+
+    def open_runs(self, contact_id: int) -> list[Run]:
+        if contact_id not in self._open:
+            self.load_open_runs([contact_id])
+        return [self.runs[run_id] for run_id in self._open[contact_id]]
+
+    def load_runs(self, run_ids: Iterable[int]) -> None:
+        """These runs, if unfinished (locked on PostgreSQL)."""
+        wanted = sorted({r for r in run_ids if r not in self.runs})
+        rows = self.raw.rows_in(
+            f"SELECT {_RUN_COLUMNS} FROM journey_runs WHERE {_UNFINISHED} "
+            f"AND id IN ({{}}) ORDER BY id{self._lock}",
+            wanted,
+        )
+        self._known(rows)
+
+    def load_earlier(self, journey_id: int, contact_ids: Iterable[int]) -> None:
+        """The runs these people had of a journey, for its entry rules."""
+        wanted = sorted({c for c in contact_ids if (journey_id, c) not in self._earlier})
+        for contact_id in wanted:
+            self._earlier[(journey_id, contact_id)] = []
+        rows = self.raw.rows_in(
+            "SELECT id, contact_id, entered_at, status FROM journey_runs "
+            "WHERE journey_id = ? AND contact_id IN ({}) ORDER BY id",
+            wanted,
+            before=(journey_id,),
+        )
+        for run_id, contact_id, entered_at, status in rows:
+            entered = self.raw.read_time(entered_at)
+            assert entered is not None
+            self._earlier[(journey_id, contact_id)].append(_Earlier(run_id, entered, status))
+
+    def earlier(self, journey_id: int, contact_id: int) -> list[_Earlier]:
+        if (journey_id, contact_id) not in self._earlier:
+            self.load_earlier(journey_id, [contact_id])
+        return self._earlier[(journey_id, contact_id)]
+
+    def status(self, earlier: _Earlier) -> str:
+        run = self.runs.get(earlier.id)
+        return run.state.status if run is not None and run.state is not None else earlier.status
+
+    # --- writing, once per batch -----------------------------------------------------------
+
+    def insert_run(self, journey: _Journey, contact_id: int) -> Run:
+        """A new run, active and at no step yet; its state is written when the batch ends."""
+        now = self.raw.time(self.now)
+        row = self.raw.one(
+            "INSERT INTO journey_runs (workspace_id, journey_id, version, contact_id, status, "
+            "step, state, entered_at, updated_at) VALUES (?, ?, ?, ?, 'active', NULL, ?, ?, ?) "
+            "RETURNING id",
+            (
+                journey.workspace_id,
+                journey.id,
+                journey.current_version,
+                contact_id,
+                "{}",
+                now,
+                now,
+            ),
+        )
+        run_id = int(row[0])
+        self.earlier(journey.id, contact_id).append(_Earlier(run_id, self.now, "active"))
+        if contact_id in self._open:
+            self._open[contact_id].append(run_id)
+        # No state until the first advance, which every entry makes at once.
+        state: Any = None
+        run = Run(
+            run_id, journey.workspace_id, journey.id, journey.current_version, contact_id, state
+        )
+        self.runs[run_id] = run
+        return run
 
     def count(self, journey_id: int, step: str, metric: str) -> None:
         key = (journey_id, step, metric)
@@ -155,38 +259,43 @@ class _Work:
     def write(self, run: Run, state: RunState, wake_at: datetime | None) -> None:
         """The run's new state (and timer), written when the batch ends."""
         self.runs[run.id] = replace(run, state=state)
-        self._writes[run.id] = {
-            "new_status": state.status,
-            "new_step": state.step,
-            "new_state": state.to_dict(),
-            "new_wake": wake_at,
-        }
+        self._writes[run.id] = (state, wake_at)
 
     def flush(self) -> None:
         if self.sends:
-            for pending, outcome in zip(self.sends, _queue_together(self), strict=True):
-                self.count(pending.run.journey_id, pending.intent.step, outcome)
+            outcomes = queue_together(self.conn, self.raw, self.sends, self._send_alone, self.now)
+            for run, pending, outcome in zip(self._senders, self.sends, outcomes, strict=True):
+                self.count(run.journey_id, pending.intent.step, outcome)
             self.sends.clear()
+            self._senders.clear()
         if self._writes:
-            self.conn.execute(
-                journey_runs.update()
-                .where(journey_runs.c.id == bindparam("rid"))
-                .values(
-                    status=bindparam("new_status"),
-                    step=bindparam("new_step"),
-                    state=bindparam("new_state"),
-                    wake_at=bindparam("new_wake"),
-                    updated_at=self.now,
-                ),
-                [{"rid": rid, **values} for rid, values in self._writes.items()],
+            now, time, json = self.raw.time(self.now), self.raw.time, self.raw.json
+            self.raw.many(
+                "UPDATE journey_runs SET status = ?, step = ?, state = ?, wake_at = ?, "
+                "updated_at = ? WHERE id = ?",
+                [
+                    (state.status, state.step, json(state.to_dict()), time(wake), now, run_id)
+                    for run_id, (state, wake) in self._writes.items()
+                ],
             )
             self._writes.clear()
-        by_journey: dict[int, list[tuple[str, str]]] = {}
-        for (journey_id, step, metric), amount in self._counts.items():
-            by_journey.setdefault(journey_id, []).extend([(step, metric)] * amount)
-        for journey_id, increments in by_journey.items():
-            definitions.count(self.conn, journey_id, increments)
-        self._counts.clear()
+        if self._counts:
+            definitions.add_counts(self.raw, self._counts)
+            self._counts.clear()
+
+    def send(self, run: Run, user_id: str | None, intent: SendIntent, event: Any) -> None:
+        """Queue a step's send: a simple one with the batch's others, when it ends."""
+        if simple(intent) and user_id is not None:
+            self.sends.append(PendingSend(run.workspace_id, run.contact_id, intent, event))
+            self._senders.append(run)
+            return
+        outcome = _send(self.conn, run, user_id, intent, event, self.now)
+        self.count(run.journey_id, intent.step, outcome)
+
+    def _send_alone(self, position: int) -> str:
+        run, pending = self._senders[position], self.sends[position]
+        user_id = self.contact(run.contact_id)[0]
+        return _send(self.conn, run, user_id, pending.intent, pending.event, self.now)
 
 
 def enter(
@@ -200,54 +309,39 @@ def enter(
     """Enter one person into an active journey; the run's id, or None when its entry rules
     keep them out."""
     work = _Work(conn, now)
-    run_id = _enter(work, journey, contact_id, context, event)
+    run_id = _enter(
+        work,
+        _Journey(journey.id, journey.workspace_id, journey.current_version),
+        contact_id,
+        context,
+        event,
+    )
     work.flush()
     return run_id
 
 
 def _enter(
     work: _Work,
-    journey: Any,
+    journey: _Journey,
     contact_id: int,
     context: dict[str, Any],
     event: dict[str, Any] | None,
 ) -> int | None:
-    conn, now = work.conn, work.now
     definition = work.definition(journey.id, journey.current_version)
     entry = definition.entry
-    earlier = conn.execute(
-        select(journey_runs.c.id, journey_runs.c.entered_at, journey_runs.c.status).where(
-            journey_runs.c.journey_id == journey.id, journey_runs.c.contact_id == contact_id
-        )
-    ).all()
-    statuses = [
-        work.runs[row.id].state.status if row.id in work.runs else row.status for row in earlier
-    ]
+    earlier = work.earlier(journey.id, contact_id)
     if entry.mode == "once" and earlier:
         return None
     if entry.mode == "cooldown" and entry.cooldown is not None:
-        since = now - entry.cooldown.delta()
-        if any(row.entered_at > since for row in earlier):
+        since = work.now - entry.cooldown.delta()
+        if any(run.entered_at > since for run in earlier):
             return None
-    if sum(status not in FINAL for status in statuses) >= entry.max_concurrent:
+    if sum(work.status(run) not in FINAL for run in earlier) >= entry.max_concurrent:
         return None
-    run_id = conn.execute(
-        journey_runs.insert().values(
-            workspace_id=journey.workspace_id,
-            journey_id=journey.id,
-            version=journey.current_version,
-            contact_id=contact_id,
-            status="active",
-            step=None,
-            state={},
-            entered_at=now,
-            updated_at=now,
-        )
-    ).inserted_primary_key[0]  # type: ignore[index]
-    run = Run(run_id, journey.workspace_id, journey.id, journey.current_version, contact_id, None)  # type: ignore[arg-type]
+    run = work.insert_run(journey, contact_id)
     work.count(journey.id, "", "entered")
     _advance(work, run, definition, Entered(context=context, event=event))
-    return int(run_id)
+    return run.id
 
 
 def _advance(work: _Work, run: Run, definition: JourneyDefinition, trigger: Trigger) -> bool:
@@ -255,20 +349,19 @@ def _advance(work: _Work, run: Run, definition: JourneyDefinition, trigger: Trig
     conn, now = work.conn, work.now
     user_id, contact = work.contact(run.contact_id)
     state, effects = advance(definition, run.id, run.state, trigger, now, contact)
-    if run.state is not None and state == run.state and not effects:
+    if run.state is not None and not effects and (state is run.state or state == run.state):
         return False
     journey = run.journey_id
     before = run.state.visits if run.state is not None else {}
     for step, visits in state.visits.items():
         for _ in range(visits - before.get(step, 0)):
             work.count(journey, step, "entered")
+    wake_at = None
     for effect in effects:
         if isinstance(effect, SendIntent):
-            if _simple(effect) and user_id is not None:
-                work.sends.append(_PendingSend(run, effect, state.event))
-            else:
-                outcome = _send(conn, run, user_id, effect, state.event, now)
-                work.count(journey, effect.step, outcome)
+            work.send(run, user_id, effect, state.event)
+        elif isinstance(effect, SetTimer):
+            wake_at = effect.at
         elif isinstance(effect, WebhookCall):
             work.count(journey, effect.step, _call(conn, run, effect, now))
         elif isinstance(effect, ProfileUpdate):
@@ -280,104 +373,12 @@ def _advance(work: _Work, run: Run, definition: JourneyDefinition, trigger: Trig
             if effect.status == "converted":
                 for step in state.touched:
                     work.count(journey, step, "converted")
-    wake_at = next((e.at for e in reversed(effects) if isinstance(e, SetTimer)), None)
     if state.status in FINAL or state.waiting is None:
         wake_at = None
     elif wake_at is None:
         wake_at = state.waiting.until
     work.write(run, state, wake_at)
     return True
-
-
-# Channels with one address per person and no session window: their template sends from
-# journeys are queued for a whole batch at once. Others (push to every device, chat windows,
-# "best of") take the single-send path.
-_BATCHED_CHANNELS = {"email": "email", "sms": "phone", "voice": "phone"}
-
-
-@dataclass(frozen=True, slots=True)
-class _PendingSend:
-    run: Run
-    intent: SendIntent
-    event: dict[str, Any] | None
-
-
-def _simple(intent: SendIntent) -> bool:
-    return (
-        intent.channel in _BATCHED_CHANNELS
-        and intent.template is not None
-        and not intent.channels
-        and check_category(intent.category) == []
-    )
-
-
-def _queue_together(work: _Work) -> list[str]:
-    """Queue the batch's simple sends in one go: addresses, templates and providers looked up
-    once; ``sent`` or ``failed`` for each, in order."""
-    conn, now = work.conn, work.now
-    pending = work.sends
-    ids = sorted({p.run.contact_id for p in pending})
-    best: dict[tuple[int, str], str] = {}
-    for chunk in range(0, len(ids), 900):
-        rows = conn.execute(
-            select(addresses.c.contact_id, addresses.c.kind, addresses.c.value)
-            .where(
-                addresses.c.contact_id.in_(ids[chunk : chunk + 900]),
-                addresses.c.status == "active",
-                addresses.c.kind.in_(["email", "phone"]),
-            )
-            .order_by(addresses.c.updated_at.desc(), addresses.c.id.desc())
-        )
-        for row in rows:
-            best.setdefault((row.contact_id, row.kind), row.value)
-    versions: dict[tuple[int, str], Any] = {}
-    providers: dict[tuple[int, str], str] = {}
-    intents: list[outbox.Intent] = []
-    outcomes: list[str] = []
-    for item in pending:
-        run, intent = item.run, item.intent
-        channel = str(intent.channel)
-        address = best.get((run.contact_id, _BATCHED_CHANNELS[channel]))
-        template_key = (run.workspace_id, str(intent.template))
-        if template_key not in versions:
-            try:
-                version = templates.current_version(conn, *template_key)
-                versions[template_key] = templates.load(conn, *template_key, version)
-            except NotFound:
-                versions[template_key] = None
-        compiled = versions[template_key]
-        if address is None or compiled is None:
-            outcomes.append("failed")
-            continue
-        if compiled.block(channel, None) is None:  # only some locales have it: check fully
-            user_id = work.contact(run.contact_id)[0]
-            outcomes.append(_send(conn, run, user_id, intent, item.event, now))
-            continue
-        if (run.workspace_id, channel) not in providers:
-            providers[(run.workspace_id, channel)] = provider_for(conn, run.workspace_id, channel)
-        content: dict[str, Any] = {
-            "templateKey": intent.template,
-            "templateVersion": compiled.version,
-        }
-        if intent.data:
-            content["data"] = intent.data
-        if item.event:
-            content["event"] = item.event
-        intents.append(
-            outbox.Intent(
-                workspace_id=run.workspace_id,
-                idempotency_key=intent.key,
-                channel=channel,
-                provider=providers[(run.workspace_id, channel)],
-                to_address=address,
-                content=content,
-                contact_id=run.contact_id,
-                category=intent.category,
-            )
-        )
-        outcomes.append("sent")
-    outbox.enqueue(conn, intents, now)
-    return outcomes
 
 
 def _send(
@@ -443,53 +444,33 @@ def _update_profile(
     )
 
 
-def _locked_runs(work: _Work, condition: Any, limit: int | None = None) -> list[Run]:
-    """Runs, locked on PostgreSQL; those this batch has already moved, at their new state
-    (their rows are written when the batch ends)."""
-    query = select(journey_runs).where(condition).order_by(journey_runs.c.id)
-    if limit is not None:
-        query = query.limit(limit)
-    if work.conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=limit is not None)
-    return [
-        work.runs.get(row.id)
-        or Run(
-            row.id,
-            row.workspace_id,
-            row.journey_id,
-            row.version,
-            row.contact_id,
-            RunState.from_dict(row.state),
-        )
-        for row in work.conn.execute(query)
-    ]
-
-
 def fire_timers(conn: Connection, now: datetime, limit: int = 500) -> int:
     """Advance runs whose timer is due; returns how many were claimed."""
     work = _Work(conn, now)
-    due = _locked_runs(
-        work,
-        and_(journey_runs.c.wake_at <= now, journey_runs.c.status.not_in(FINAL)),
-        limit,
+    lock = " FOR UPDATE SKIP LOCKED" if work.raw.postgres else ""
+    rows = work.raw.rows(
+        f"SELECT {_RUN_COLUMNS} FROM journey_runs WHERE wake_at <= ? AND {_UNFINISHED} "
+        f"ORDER BY id LIMIT ?{lock}",
+        (work.raw.time(now), limit),
     )
+    due = work._known(rows)
     work.prefetch(run.contact_id for run in due)
-    stale = []
-    for run in due:
-        definition = work.definition(run.journey_id, run.version)
-        if not _advance(work, run, definition, TimerFired(at=now)):
-            stale.append(run.id)
-    if stale:  # clear their timers, so they are not claimed again and again
-        conn.execute(journey_runs.update().where(journey_runs.c.id.in_(stale)).values(wake_at=None))
+    trigger = TimerFired(at=now)
+    stale = [
+        run.id
+        for run in due
+        if not _advance(work, run, work.definition(run.journey_id, run.version), trigger)
+    ]
+    # Clear their timers, so they are not claimed again and again.
+    work.raw.many("UPDATE journey_runs SET wake_at = NULL WHERE id = ?", [(i,) for i in stale])
     work.flush()
     return len(due)
 
 
 def due_schedules(conn: Connection, now: datetime) -> bool:
-    return (
-        conn.execute(select(journeys.c.id).where(journeys.c.next_fire_at <= now).limit(1)).first()
-        is not None
-    )
+    raw = Raw(conn)
+    found = raw.one("SELECT id FROM journeys WHERE next_fire_at <= ? LIMIT 1", (raw.time(now),))
+    return found is not None
 
 
 def fire_schedules(conn: Connection, now: datetime) -> int:
@@ -497,142 +478,192 @@ def fire_schedules(conn: Connection, now: datetime) -> int:
 
     A firing missed while nothing ran is not made up for: the next one is the next after now.
     """
-    query = select(journeys).where(
-        journeys.c.next_fire_at <= now, journeys.c.status == definitions.ACTIVE
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    entered = 0
     work = _Work(conn, now)
-    for journey in conn.execute(query).all():
-        definition = work.definition(journey.id, journey.current_version)
-        context = {"scheduledAt": journey.next_fire_at.isoformat()}
-        audience = conn.execute(
-            select(contacts.c.id)
-            .where(contacts.c.workspace_id == journey.workspace_id, contacts.c.user_id.isnot(None))
-            .order_by(contacts.c.id)
-        ).scalars()
-        audience_ids = list(audience)
-        work.prefetch(audience_ids)
-        for contact_id in audience_ids:
+    raw = work.raw
+    lock = " FOR UPDATE SKIP LOCKED" if raw.postgres else ""
+    due = raw.rows(
+        "SELECT id, workspace_id, current_version, next_fire_at FROM journeys "
+        f"WHERE next_fire_at <= ? AND status = ?{lock}",
+        (raw.time(now), definitions.ACTIVE),
+    )
+    entered = 0
+    for journey_id, workspace_id, version, next_fire_at in due:
+        journey = _Journey(journey_id, workspace_id, version)
+        definition = work.definition(journey_id, version)
+        fired = raw.read_time(next_fire_at)
+        assert fired is not None
+        context = {"scheduledAt": fired.isoformat()}
+        audience = [
+            row[0]
+            for row in raw.rows(
+                "SELECT id FROM contacts WHERE workspace_id = ? AND user_id IS NOT NULL "
+                "ORDER BY id",
+                (workspace_id,),
+            )
+        ]
+        work.prefetch(audience)
+        work.load_earlier(journey_id, audience)
+        for contact_id in audience:
             entered += _enter(work, journey, contact_id, context, None) is not None
-        conn.execute(
-            journeys.update()
-            .where(journeys.c.id == journey.id)
-            .values(next_fire_at=definitions.next_fire(definition, now))
+        raw.run(
+            "UPDATE journeys SET next_fire_at = ? WHERE id = ?",
+            (raw.time(definitions.next_fire(definition, now)), journey_id),
         )
     work.flush()
     return entered
 
 
 def read_cursor(conn: Connection) -> int:
-    found = conn.execute(select(journey_cursor.c.last_event_id)).scalar_one_or_none()
-    return int(found or 0)
+    return _read_cursor(Raw(conn))
+
+
+def _read_cursor(raw: Raw) -> int:
+    found = raw.one("SELECT last_event_id FROM journey_cursor")
+    return int(found[0] or 0) if found is not None else 0
 
 
 def pending_events(conn: Connection, now: datetime, grace: timedelta) -> bool:
-    return (
-        conn.execute(
-            select(events.c.id)
-            .where(events.c.id > read_cursor(conn), events.c.received_at <= now - grace)
-            .limit(1)
-        ).first()
-        is not None
+    raw = Raw(conn)
+    found = raw.one(
+        "SELECT id FROM events WHERE id > ? AND received_at <= ? LIMIT 1",
+        (_read_cursor(raw), raw.time(now - grace)),
     )
+    return found is not None
 
 
 def due_timers(conn: Connection, now: datetime) -> bool:
-    return (
-        conn.execute(
-            select(journey_runs.c.id)
-            .where(journey_runs.c.wake_at <= now, journey_runs.c.status.not_in(FINAL))
-            .limit(1)
-        ).first()
-        is not None
+    raw = Raw(conn)
+    found = raw.one(
+        f"SELECT id FROM journey_runs WHERE wake_at <= ? AND {_UNFINISHED} LIMIT 1",
+        (raw.time(now),),
     )
+    return found is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    id: int
+    workspace_id: int
+    contact_id: int
+    name: str
+    properties: dict[str, Any]
 
 
 def on_events(conn: Connection, now: datetime, grace: timedelta, limit: int = 500) -> int:
     """Match the next stored events to journeys and runs; returns how many were read."""
-    cursor = read_cursor(conn)
-    batch = conn.execute(
-        select(
-            events.c.id,
-            events.c.workspace_id,
-            events.c.contact_id,
-            events.c.name,
-            events.c.properties,
-            events.c.received_at,
-        )
-        .where(events.c.id > cursor)
-        .order_by(events.c.id)
-        .limit(limit)
-    ).all()
-    read = 0
     work = _Work(conn, now)
-    work.prefetch(event.contact_id for event in batch if event.contact_id is not None)
-    for event in batch:
-        if event.received_at > now - grace:
+    raw = work.raw
+    cursor = _read_cursor(raw)
+    rows = raw.rows(
+        "SELECT id, workspace_id, contact_id, name, properties, received_at FROM events "
+        "WHERE id > ? ORDER BY id LIMIT ?",
+        (cursor, limit),
+    )
+    # Text in one fixed format on SQLite, aware datetimes on PostgreSQL: either compares.
+    horizon = raw.time(now - grace)
+    read = 0
+    batch: list[_Event] = []
+    for event_id, workspace_id, contact_id, name, properties, received_at in rows:
+        if received_at > horizon:
             break  # maybe not every earlier event is visible yet: try again shortly
         read += 1
-        cursor = event.id
-        if event.contact_id is None or not event.name:
+        cursor = event_id
+        if contact_id is None or not name:
             continue
-        _route_event(work, event)
+        nothing = name in _NOTHING_FOR_RUNS
+        if nothing and isinstance(properties, str) and "webhook" not in properties:
+            continue  # a message queued or handed over: no journey waits on that (read fast)
+        props = dict(raw.read_json(properties) or {})
+        if nothing and props.get("channel") != "webhook":
+            continue
+        batch.append(_Event(event_id, workspace_id, contact_id, name, props))
+    _route_events(work, batch)
     work.flush()
     if read:
-        _move_cursor(conn, cursor)
+        _move_cursor(raw, cursor)
     return read
 
 
-def _route_event(work: _Work, event: Any) -> None:
-    conn = work.conn
-    properties = dict(event.properties or {})
-    engagement = ENGAGEMENT_OF_EVENT.get(event.name)
-    if event.name.startswith("message."):
-        if event.name in _NOTHING_FOR_RUNS and properties.get("channel") != "webhook":
-            return  # a message queued or handed over: no journey waits on that
-        # About a message: only the run that sent it cares.
-        owner = _message_owner(conn, properties.get("messageId"))
-        if owner is None:
-            return
-        run_id, message_key = owner
-        runs = _locked_runs(
-            work, and_(journey_runs.c.id == run_id, journey_runs.c.status.not_in(FINAL))
+def _route_events(work: _Work, batch: list[_Event]) -> None:
+    """Read what the batch's events need — their runs, the runs that sent their messages,
+    the journeys they start and their people — then route each, in order."""
+    raw = work.raw
+    about_messages = [e for e in batch if e.name.startswith("message.")]
+    others = [e for e in batch if not e.name.startswith("message.")]
+    owners = _message_owners(raw, [e.properties.get("messageId") for e in about_messages])
+    work.load_runs(run_id for run_id, _ in owners.values())
+    work.load_open_runs(e.contact_id for e in others)
+    starting = _journeys_started_by(raw, {(e.workspace_id, e.name) for e in others})
+    for journey in {j for journeys in starting.values() for j in journeys}:
+        work.load_earlier(
+            journey.id,
+            (e.contact_id for e in others if journey in starting.get((e.workspace_id, e.name), [])),
         )
-        if event.name == "message.sent":
-            for run in runs:
-                _keep_webhook_answer(work, run, properties.get("messageId"), message_key)
-            return
-        trigger = EventReceived(
-            name=event.name, properties=properties, message_key=message_key, engagement=engagement
-        )
-        for run in runs:
-            _advance(work, run, work.definition(run.journey_id, run.version), trigger)
-        return
-    received = EventReceived(
-        name=event.name, properties=properties, message_key=None, engagement=None
+    work.prefetch(
+        [e.contact_id for e in others]
+        + [work.runs[run_id].contact_id for run_id, _ in owners.values() if run_id in work.runs]
     )
-    for run in _locked_runs(
-        work,
-        and_(
-            journey_runs.c.contact_id == event.contact_id,
-            journey_runs.c.status.not_in(FINAL),
-        ),
-    ):
-        if run.state.final:
-            continue  # finished earlier in this batch
-        _advance(work, run, work.definition(run.journey_id, run.version), received)
-    for journey in work.triggered_by(event.workspace_id, event.name):
-        definition = work.definition(journey.id, journey.current_version)
-        if definition.trigger.accepts(event.name, properties):
-            _enter(
-                work,
-                journey,
-                event.contact_id,
-                {},
-                {"name": event.name, "properties": properties},
+    for event in batch:
+        if event.name.startswith("message."):
+            owner = owners.get(event.properties.get("messageId"))  # type: ignore[arg-type]
+            if owner is not None:
+                _route_message_event(work, event, *owner)
+            continue
+        received = EventReceived(
+            name=event.name, properties=event.properties, message_key=None, engagement=None
+        )
+        for run in work.open_runs(event.contact_id):
+            if run.state.final:
+                continue  # finished earlier in this batch
+            _advance(work, run, work.definition(run.journey_id, run.version), received)
+        for journey in starting.get((event.workspace_id, event.name), []):
+            definition = work.definition(journey.id, journey.current_version)
+            if definition.trigger.accepts(event.name, event.properties):
+                _enter(
+                    work,
+                    journey,
+                    event.contact_id,
+                    {},
+                    {"name": event.name, "properties": event.properties},
+                )
+
+
+def _route_message_event(work: _Work, event: _Event, run_id: int, message_key: str) -> None:
+    """An event about a message: only the run that sent it cares."""
+    run = work.runs.get(run_id)
+    if run is None or run.state is None or run.state.final:
+        return
+    if event.name == "message.sent":
+        _keep_webhook_answer(work, run, event.properties.get("messageId"), message_key)
+        return
+    trigger = EventReceived(
+        name=event.name,
+        properties=event.properties,
+        message_key=message_key,
+        engagement=ENGAGEMENT_OF_EVENT.get(event.name),
+    )
+    _advance(work, run, work.definition(run.journey_id, run.version), trigger)
+
+
+def _journeys_started_by(
+    raw: Raw, names: set[tuple[int, str]]
+) -> dict[tuple[int, str], list[_Journey]]:
+    """The active journeys each (workspace, event name) enters people into."""
+    found: dict[tuple[int, str], list[_Journey]] = {}
+    if not names:
+        return found
+    rows = raw.rows_in(
+        "SELECT id, workspace_id, current_version, trigger_event FROM journeys "
+        "WHERE status = ? AND trigger_event IN ({}) ORDER BY id",
+        sorted({name for _, name in names}),
+        before=(definitions.ACTIVE,),
+    )
+    for journey_id, workspace_id, version, name in rows:
+        if (workspace_id, name) in names:
+            found.setdefault((workspace_id, name), []).append(
+                _Journey(journey_id, workspace_id, version)
             )
+    return found
 
 
 def _keep_webhook_answer(work: _Work, run: Run, message_id: Any, message_key: str) -> None:
@@ -651,25 +682,28 @@ def _keep_webhook_answer(work: _Work, run: Run, message_id: Any, message_key: st
     work.write(run, state, state.waiting.until if state.waiting is not None else None)
 
 
-def _message_owner(conn: Connection, message_id: Any) -> tuple[int, str] | None:
-    if not isinstance(message_id, int):
-        return None
-    key = conn.execute(
-        select(messages.c.idempotency_key).where(messages.c.id == message_id)
-    ).scalar_one_or_none()
-    if key is None or not key.startswith("journey:"):
-        return None
-    parts = key.split(":")
-    if len(parts) < 4 or not parts[1].isdigit():
-        return None
-    return int(parts[1]), ":".join(parts[:4])
+def _message_owners(raw: Raw, message_ids: list[Any]) -> dict[int, tuple[int, str]]:
+    """(run id, message key) of each message a journey run sent, by message id."""
+    wanted = sorted({i for i in message_ids if isinstance(i, int)})
+    owners: dict[int, tuple[int, str]] = {}
+    for message_id, key in raw.rows_in(
+        "SELECT id, idempotency_key FROM messages WHERE id IN ({})", wanted
+    ):
+        if key is None or not key.startswith("journey:"):
+            continue
+        parts = key.split(":")
+        if len(parts) < 4 or not parts[1].isdigit():
+            continue
+        owners[message_id] = (int(parts[1]), ":".join(parts[:4]))
+    return owners
 
 
-def _move_cursor(conn: Connection, to: int) -> None:
-    updated = conn.execute(journey_cursor.update().values(last_event_id=to))
-    if updated.rowcount == 0:
-        insert_ignoring_conflicts(
-            conn, journey_cursor, [{"id": 1, "last_event_id": to}], on=("id",)
+def _move_cursor(raw: Raw, to: int) -> None:
+    if raw.run("UPDATE journey_cursor SET last_event_id = ?", (to,)) == 0:
+        raw.run(
+            "INSERT INTO journey_cursor (id, last_event_id) VALUES (1, ?) "
+            "ON CONFLICT (id) DO NOTHING",
+            (to,),
         )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, func, select
 from junction.domain.journeys import JourneyDefinition
 from junction.errors import Conflict, NotFound
 from junction.store.definitions import validated
+from junction.store.raw import Raw
 from junction.store.tables import journey_counts, journey_runs, journey_versions, journeys
 
 DRAFT, ACTIVE, PAUSED, ARCHIVED = "draft", "active", "paused", "archived"
@@ -191,6 +192,43 @@ def load(conn: Connection, journey_id: int, version: int) -> JourneyDefinition:
 @lru_cache(maxsize=256)
 def _parsed(journey_id: int, version: int, definition: bytes) -> JourneyDefinition:
     return JourneyDefinition.model_validate(orjson.loads(definition))
+
+
+# Parsed definitions by (journey, version, digest). A version never changes, but a
+# database recreated under the same ids (tests) may hold another one: the digest tells.
+_BY_DIGEST: dict[tuple[int, int, str], JourneyDefinition] = {}
+
+
+def load_fast(raw: Raw, journey_id: int, version: int) -> JourneyDefinition:
+    """``load`` for the runtime: one indexed read of the version's digest, the definition
+    parsed once per process."""
+    found = raw.one(
+        "SELECT digest FROM journey_versions WHERE journey_id = ? AND version = ?",
+        (journey_id, version),
+    )
+    if found is None:
+        raise NotFound(f"journey {journey_id} has no version {version}")
+    key = (journey_id, version, str(found[0]))
+    definition = _BY_DIGEST.get(key)
+    if definition is None:
+        stored = raw.one(
+            "SELECT definition FROM journey_versions WHERE journey_id = ? AND version = ?",
+            (journey_id, version),
+        )
+        if len(_BY_DIGEST) > 1024:  # a bound, not a policy: definitions are few
+            _BY_DIGEST.clear()
+        definition = _BY_DIGEST[key] = JourneyDefinition.model_validate(raw.read_json(stored[0]))
+    return definition
+
+
+def add_counts(raw: Raw, totals: dict[tuple[int, str, str], int]) -> None:
+    """Add to (journey, step, metric) counters, one upsert for them all."""
+    raw.many(
+        "INSERT INTO journey_counts (journey_id, step, metric, count) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (journey_id, step, metric) "
+        "DO UPDATE SET count = journey_counts.count + excluded.count",
+        [(journey, step, metric, amount) for (journey, step, metric), amount in totals.items()],
+    )
 
 
 def count(conn: Connection, journey_id: int, increments: Iterable[tuple[str, str]]) -> None:

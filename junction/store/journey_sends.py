@@ -1,0 +1,138 @@
+"""A batch of journey sends, queued together: one address lookup for every recipient, each
+template and provider looked up once, one ``outbox.enqueue`` for all.
+
+Rules kept here (the same as the single-send path, ``junction.store.sends.queue``):
+- a send's message key is its intent's key; on a device channel (push) every active device
+  gets a message, the first keeping the key and the others ``key:1``, ``key:2``…;
+- an address is the contact's latest active one of the channel's kind;
+- a send the batch cannot decide alone — a channel outside the simple ones, a best-of, an
+  inline content, a template whose default locale lacks the channel — goes through the
+  single-send path, in a savepoint: refused, it writes nothing;
+- a send that cannot be made (no address, no such template) is ``failed``, the others
+  ``sent``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from junction.domain.journeys import SendIntent
+from junction.domain.sending import DEVICE_CHANNELS, check_category
+from junction.errors import NotFound
+from junction.store import outbox, templates
+from junction.store.providers import provider_for
+from junction.store.raw import Raw
+
+# Channels whose template sends are queued for a whole batch at once, and the address kind
+# each reaches. Others (chat windows, web push keys, "best of") take the single-send path.
+BATCHED_CHANNELS = {"email": "email", "sms": "phone", "voice": "phone", "push": "push"}
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSend:
+    workspace_id: int
+    contact_id: int
+    intent: SendIntent
+    event: dict[str, Any] | None
+
+
+def simple(intent: SendIntent) -> bool:
+    """Whether the send can be queued with the batch's others."""
+    return (
+        intent.channel in BATCHED_CHANNELS
+        and intent.template is not None
+        and not intent.channels
+        and check_category(intent.category) == []
+    )
+
+
+def queue_together(
+    conn: Connection,
+    raw: Raw,
+    pending: Sequence[PendingSend],
+    single: Callable[[int], str],
+    now: datetime,
+) -> list[str]:
+    """Queue the simple sends of a batch; ``sent`` or ``failed`` for each, in order.
+    ``single(i)`` queues the i-th alone, when the batch cannot decide it (see the rules)."""
+    kinds = {BATCHED_CHANNELS[str(p.intent.channel)] for p in pending}
+    found = _addresses(raw, sorted({p.contact_id for p in pending}), sorted(kinds))
+    versions: dict[tuple[int, str], Any] = {}
+    providers: dict[tuple[int, str], str] = {}
+    intents: list[outbox.Intent] = []
+    outcomes: list[str] = []
+    for position, item in enumerate(pending):
+        intent = item.intent
+        channel = str(intent.channel)
+        targets = found.get((item.contact_id, BATCHED_CHANNELS[channel]), [])
+        template_key = (item.workspace_id, str(intent.template))
+        if template_key not in versions:
+            versions[template_key] = _template(conn, *template_key)
+        compiled = versions[template_key]
+        if not targets or compiled is None:
+            outcomes.append("failed")
+            continue
+        if compiled.block(channel, None) is None:  # only some locales have it: check fully
+            outcomes.append(single(position))
+            continue
+        if (item.workspace_id, channel) not in providers:
+            providers[(item.workspace_id, channel)] = provider_for(conn, item.workspace_id, channel)
+        content: dict[str, Any] = {
+            "templateKey": intent.template,
+            "templateVersion": compiled.version,
+        }
+        if intent.data:
+            content["data"] = intent.data
+        if item.event:
+            content["event"] = item.event
+        if channel not in DEVICE_CHANNELS:
+            targets = targets[:1]
+        keys = [intent.key] + [f"{intent.key}:{index}" for index in range(1, len(targets))]
+        intents.extend(
+            outbox.Intent(
+                workspace_id=item.workspace_id,
+                idempotency_key=key,
+                channel=channel,
+                provider=providers[(item.workspace_id, channel)],
+                to_address=address,
+                content=content,
+                contact_id=item.contact_id,
+                category=intent.category,
+            )
+            for key, address in zip(keys, targets, strict=True)
+        )
+        outcomes.append("sent")
+    outbox.enqueue(conn, intents, now)
+    return outcomes
+
+
+def _addresses(
+    raw: Raw, contact_ids: list[int], kinds: list[str]
+) -> dict[tuple[int, str], list[str]]:
+    """Each contact's active addresses of each kind, latest first."""
+    found: dict[tuple[int, str], list[str]] = {}
+    marks = ", ".join("?" * len(kinds))
+    rows = raw.rows_in(
+        "SELECT contact_id, kind, value FROM addresses "
+        f"WHERE status = 'active' AND kind IN ({marks}) AND contact_id IN ({{}}) "
+        "ORDER BY updated_at DESC, id DESC",
+        contact_ids,
+        before=kinds,
+    )
+    for contact_id, kind, value in rows:
+        found.setdefault((contact_id, kind), []).append(value)
+    return found
+
+
+def _template(conn: Connection, workspace_id: int, key: str) -> Any:
+    """The template's current compiled version, or None when there is none to send."""
+    try:
+        version = templates.current_version(conn, workspace_id, key)
+        return templates.load(conn, workspace_id, key, version)
+    except NotFound:
+        return None
