@@ -267,9 +267,9 @@ class Dispatcher:
                     wait = pace.reserve(asyncio.get_running_loop().time())
                     if wait > 0:
                         await asyncio.sleep(wait)  # the provider's rate limit, not a poll
-                result = await asyncio.wait_for(
-                    adapter.send(message), timeout=self.settings.send_timeout
-                )
+                # A timeout scope, not wait_for: no extra task per send.
+                async with asyncio.timeout(self.settings.send_timeout):
+                    result = await adapter.send(message)
                 details = dict(result.details)
                 if claimed.links:  # where each tracked link leads, for the redirect
                     details["links"] = list(claimed.links)

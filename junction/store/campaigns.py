@@ -47,7 +47,7 @@ from junction.store import outbox, templates
 from junction.store.definitions import validated
 from junction.store.providers import provider_for
 from junction.store.segments import audience
-from junction.store.sql import driver_time, insert_rows_fast
+from junction.store.sql import driver_time, insert_rows_fast, marker
 from junction.store.tables import (
     campaign_recipients,
     campaigns,
@@ -584,35 +584,30 @@ def _queue(
                 )
             )
     ids = outbox.enqueue(conn, intents, now)
+    queued_at = driver_time(conn)(now)
     queued = [
-        {
-            "c": row.id,
-            "p": contact_id,
-            "s": QUEUED,
-            "v": variant,
-            "m": ids[f"campaign:{row.id}:{contact_id}"],
-        }
+        (QUEUED, variant, ids[key], queued_at, row.id, contact_id)
         for contact_id, variant in due
-        if f"campaign:{row.id}:{contact_id}" in ids
+        if (key := f"campaign:{row.id}:{contact_id}") in ids
     ]
-    target = campaign_recipients.update().where(
-        and_(
-            campaign_recipients.c.campaign_id == bindparam("c"),
-            campaign_recipients.c.contact_id == bindparam("p"),
-        )
-    )
-    if queued:
-        conn.execute(
-            target.values(
-                status=bindparam("s"),
-                variant=bindparam("v"),
-                message_id=bindparam("m"),
-                queued_at=now,
-            ),
+    mark = marker(conn)
+    if queued:  # one row per recipient, straight to the driver
+        conn.exec_driver_sql(
+            f"UPDATE campaign_recipients SET status = {mark}, variant = {mark}, "
+            f"message_id = {mark}, queued_at = {mark} "
+            f"WHERE campaign_id = {mark} AND contact_id = {mark}",
             queued,
         )
     if skipped:
-        conn.execute(target.values(status=bindparam("s"), reason=bindparam("r")), skipped)
+        conn.execute(
+            campaign_recipients.update()
+            .where(
+                campaign_recipients.c.campaign_id == bindparam("c"),
+                campaign_recipients.c.contact_id == bindparam("p"),
+            )
+            .values(status=bindparam("s"), reason=bindparam("r")),
+            skipped,
+        )
 
 
 def _content(

@@ -133,7 +133,9 @@ def route(conn: Connection, rows: Sequence[Any], now: datetime) -> list[Routed]:
             .order_by(contacts.c.id)
             .with_for_update()
         )
-    facts = _facts(conn, contact_ids, {row.id for row in rows}, now) if contact_ids else {}
+    # The claim read each person's row with their message: no second read.
+    people = {row.contact_id: row for row in deciding}
+    facts = _facts(conn, people, {row.id for row in rows}, now) if contact_ids else {}
     rules = {ws: rules_for(conn, ws) for ws in {row.workspace_id for row in deciding}}
     routed = []
     offers: Offers = {}
@@ -157,10 +159,15 @@ def route(conn: Connection, rows: Sequence[Any], now: datetime) -> list[Routed]:
             content = {**_without_beside(row.content), **beside}
         if decision.action == "send" and row.counts:
             at_topic = None if row.category == "transactional" else row.category
-            updated = [*contact.history, PastSend(now, channel, at_topic)]
+            updated = _newest_first([PastSend(now, channel, at_topic), *contact.history])
             facts[row.contact_id] = (dataclasses.replace(contact, history=updated), reach)
         routed.append(Routed(row, decision, channel, provider, to_address, content))
     return routed
+
+
+def _newest_first(sends: list[PastSend]) -> list[PastSend]:
+    # The policy counts a cap's window from the newest send back and stops at its start.
+    return sorted(sends, key=lambda sent: sent.at, reverse=True)
 
 
 def _without_beside(content: dict[str, Any]) -> dict[str, Any]:
@@ -237,20 +244,11 @@ Reach = dict[str, tuple[str, dict[str, Any]]]  # channel -> (address, what goes 
 
 
 def _facts(
-    conn: Connection, contact_ids: list[int], claiming: set[int], now: datetime
+    conn: Connection, people: dict[int, Any], claiming: set[int], now: datetime
 ) -> dict[int, tuple[ContactFacts, Reach]]:
-    people = {
-        row.id: row
-        for row in conn.execute(
-            select(
-                contacts.c.id,
-                contacts.c.user_id,
-                contacts.c.timezone,
-                contacts.c.country,
-                contacts.c.traits,
-            ).where(contacts.c.id.in_(contact_ids))
-        )
-    }
+    """Each person's reachability facts; ``people`` are their contact rows (``user_id``,
+    ``timezone``, ``country``, ``traits``) by id."""
+    contact_ids = list(people)
     statuses: dict[int, dict[str, str]] = defaultdict(dict)
     reach: dict[int, Reach] = defaultdict(dict)
     rows = conn.execute(
@@ -351,7 +349,7 @@ def _facts(
                     for channel, count in sent[contact_id].items()
                 },
                 open_sessions=frozenset(sessions.get(contact_id, ())),
-                history=history.get(contact_id, []),
+                history=_newest_first(history.get(contact_id, [])),
             ),
             reach[contact_id],
         )
