@@ -25,7 +25,7 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, select
 
@@ -47,7 +47,8 @@ from junction.domain.templates import TemplateDefinition
 from junction.errors import NotFound
 from junction.store import preferences, templates
 from junction.store.providers import provider_for
-from junction.store.tables import addresses, contacts, events, messages, topics
+from junction.store.raw import Raw
+from junction.store.tables import contacts, topics
 
 COUNTED = ("sending", "sent", "delivered", "read")
 ENGAGED = ("message.opened", "message.clicked", "message.read")
@@ -243,6 +244,12 @@ def _template_channels(
 Reach = dict[str, tuple[str, dict[str, Any]]]  # channel -> (address, what goes beside it)
 
 
+class _Address(NamedTuple):
+    value: str
+    status: str
+    details: dict[str, Any] | None
+
+
 def _facts(
     conn: Connection, people: dict[int, Any], claiming: set[int], now: datetime
 ) -> dict[int, tuple[ContactFacts, Reach]]:
@@ -251,20 +258,16 @@ def _facts(
     contact_ids = list(people)
     statuses: dict[int, dict[str, str]] = defaultdict(dict)
     reach: dict[int, Reach] = defaultdict(dict)
-    rows = conn.execute(
-        select(
-            addresses.c.contact_id,
-            addresses.c.kind,
-            addresses.c.value,
-            addresses.c.status,
-            addresses.c.details,
-        )
-        .where(addresses.c.contact_id.in_(contact_ids))
-        .order_by(addresses.c.updated_at.desc(), addresses.c.id.desc())
-    )
-    by_kind: dict[int, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        by_kind[row.contact_id][row.kind].append(row)
+    # Straight to the driver: these four reads run for every claim, and SQLAlchemy's
+    # statement and row handling cost more than SQLite's own work.
+    raw = Raw(conn)
+    by_kind: dict[int, dict[str, list[_Address]]] = defaultdict(lambda: defaultdict(list))
+    for contact_id, kind, value, status, details in raw.rows_in(
+        "SELECT contact_id, kind, value, status, details FROM addresses "
+        "WHERE contact_id IN ({}) ORDER BY updated_at DESC, id DESC",
+        contact_ids,
+    ):
+        by_kind[contact_id][kind].append(_Address(value, status, raw.read_json(details)))
     phone_country: dict[int, str] = {}
     for contact_id, kinds in by_kind.items():
         for phone in kinds.get("phone", []):
@@ -273,57 +276,55 @@ def _facts(
         for channel, kind in CHANNEL_ADDRESS.items():
             if kind is None or str(kind) not in kinds:
                 continue
-            found = sorted(kinds[str(kind)], key=lambda a: _RANK.get(a.status, 9))
-            statuses[contact_id][channel] = found[0].status
+            found = min(kinds[str(kind)], key=lambda a: _RANK.get(a.status, 9))  # first best
+            statuses[contact_id][channel] = found.status
             # An unsubscribed address still takes what the policy lets through to it
             # (transactional mail); bounced and invalid ones take nothing.
-            if found[0].status in ("active", "unverified", "unsubscribed"):
+            if found.status in ("active", "unverified", "unsubscribed"):
                 beside = {}
-                if channel == "web_push" and found[0].details:
-                    beside = {"subscription_keys": found[0].details.get("keys", {})}
-                reach[contact_id][channel] = (found[0].value, beside)
+                if channel == "web_push" and found.details:
+                    beside = {"subscription_keys": found.details.get("keys", {})}
+                reach[contact_id][channel] = (found.value, beside)
     for contact_id, person in people.items():
         for channel in ("in_app", "content_card"):
             reach[contact_id][channel] = (person.user_id or "", {})
 
     history: dict[int, list[PastSend]] = defaultdict(list)
     sent: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for past in conn.execute(
-        select(
-            messages.c.id,
-            messages.c.contact_id,
-            messages.c.channel,
-            messages.c.category,
-            messages.c.due_at,
-            messages.c.counts,
-        ).where(
-            messages.c.contact_id.in_(contact_ids),
-            messages.c.status.in_(COUNTED),
-            messages.c.due_at >= now - timedelta(days=90),
-        )
+    counted = ", ".join(f"'{status}'" for status in COUNTED)
+    month_ago = now - timedelta(days=31)
+    for message_id, contact_id, channel, category, due_at, counts in raw.rows_in(
+        "SELECT id, contact_id, channel, category, due_at, counts FROM messages "
+        f"WHERE status IN ({counted}) AND due_at >= ? AND contact_id IN ({{}})",
+        contact_ids,
+        before=(raw.time(now - timedelta(days=90)),),
     ):
-        if past.id in claiming:
+        if message_id in claiming:
             continue
-        sent[past.contact_id][past.channel] += 1
-        if past.counts and past.due_at >= now - timedelta(days=31):
-            topic = None if past.category == "transactional" else past.category
-            history[past.contact_id].append(PastSend(past.due_at, past.channel, topic))
+        sent[contact_id][channel] += 1
+        went = raw.read_time(due_at)
+        if counts and went is not None and went >= month_ago:
+            topic = None if category == "transactional" else category
+            history[contact_id].append(PastSend(went, channel, topic))
 
     engaged: dict[int, dict[str, set[Any]]] = defaultdict(lambda: defaultdict(set))
     sessions: dict[int, set[str]] = defaultdict(set)
-    for event in conn.execute(
-        select(events.c.contact_id, events.c.name, events.c.properties, events.c.timestamp).where(
-            events.c.contact_id.in_(contact_ids),
-            events.c.name.in_([*ENGAGED, "message.received"]),
-            events.c.timestamp >= now - timedelta(days=90),
-        )
+    names = ", ".join(f"'{name}'" for name in (*ENGAGED, "message.received"))
+    day_ago = now - timedelta(hours=24)
+    for contact_id, name, properties, timestamp in raw.rows_in(
+        "SELECT contact_id, name, properties, timestamp FROM events "
+        f"WHERE name IN ({names}) AND timestamp >= ? AND contact_id IN ({{}})",
+        contact_ids,
+        before=(raw.time(now - timedelta(days=90)),),
     ):
-        on = (event.properties or {}).get("channel")
-        if event.name == "message.received":
-            if on in SESSION_CHANNELS and event.timestamp >= now - timedelta(hours=24):
-                sessions[event.contact_id].add(on)
+        properties = raw.read_json(properties) or {}
+        on = properties.get("channel")
+        if name == "message.received":
+            at = raw.read_time(timestamp)
+            if on in SESSION_CHANNELS and at is not None and at >= day_ago:
+                sessions[contact_id].add(on)
         elif on:  # a message opened and clicked is one engaged message
-            engaged[event.contact_id][on].add((event.properties or {}).get("messageId"))
+            engaged[contact_id][on].add(properties.get("messageId"))
 
     choices = preferences.choices_of(conn, contact_ids)
     facts: dict[int, tuple[ContactFacts, Reach]] = {}
