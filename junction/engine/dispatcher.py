@@ -152,17 +152,19 @@ class Dispatcher:
         crash leaves unrecorded (and so sends again) is only what finished in the last
         moments before it; a fast provider's batch is recorded in a few transactions, a slow
         one's a few outcomes at a time."""
-        in_flight = asyncio.Semaphore(self.settings.concurrency)  # of this loop, this batch
         finished: list[_Sent] = []
         some_finished = asyncio.Event()
+        waiting = iter(ready)
 
-        async def send(message: outbox.Claimed) -> None:
-            finished.append(await self._send(message, in_flight))
-            some_finished.set()
+        async def sender() -> None:  # at most ``concurrency`` of these: the sends in flight
+            for message in waiting:
+                finished.append(await self._send(message))
+                some_finished.set()
 
-        tasks = [asyncio.create_task(send(message)) for message in ready]
+        senders = min(self.settings.concurrency, len(ready))
+        tasks = [asyncio.create_task(sender()) for _ in range(senders)]
         try:
-            unrecorded = len(tasks)
+            unrecorded = len(ready)
             while unrecorded:
                 await some_finished.wait()
                 some_finished.clear()
@@ -243,68 +245,67 @@ class Dispatcher:
             raise RetryLater(f"provider {provider!r} could not be built from its configuration")
         return built[1]
 
-    async def _send(self, claimed: outbox.Claimed, in_flight: asyncio.Semaphore) -> _Sent:
-        async with in_flight:
-            started = self.clock.now()
-            outcome: dict[str, Any] = {}
-            invalid_status = None
-            try:
-                adapter = self._adapter(claimed.workspace_id, claimed.provider)
-                message = OutboundMessage(
-                    id=claimed.id,
-                    idempotency_key=claimed.idempotency_key,
-                    workspace_id=claimed.workspace_id,
-                    channel=Channel(claimed.channel),
-                    to=claimed.to_address,
-                    content=claimed.content,
-                    transactional=claimed.category == "transactional",
-                    contact_id=claimed.contact_id,
-                    locale=claimed.locale,
-                    headers=self._headers(claimed),
-                )
-                pace = self._paces.get((claimed.workspace_id, claimed.provider))
-                if pace is not None:
-                    wait = pace.reserve(asyncio.get_running_loop().time())
-                    if wait > 0:
-                        await asyncio.sleep(wait)  # the provider's rate limit, not a poll
-                # A timeout scope, not wait_for: no extra task per send.
-                async with asyncio.timeout(self.settings.send_timeout):
-                    result = await adapter.send(message)
-                details = dict(result.details)
-                if claimed.links:  # where each tracked link leads, for the redirect
-                    details["links"] = list(claimed.links)
-                if claimed.rendered and claimed.provider == "capture":
-                    details["rendered"] = dict(claimed.content)  # what the dev inbox shows
-                outcome = {
-                    "status": outbox.SENT,
-                    "provider_message_id": result.provider_message_id,
-                    "details": details or None,
-                    "fallback_at": self._fallback_at(claimed),
-                }
-            except AddressInvalid as error:
-                outcome = self._failed(claimed, error.reason)
-                invalid_status = error.status
-            except PermanentFailure as error:
-                outcome = self._failed(claimed, error.reason)
-            except RetryLater as error:
-                outcome = self._retry(claimed, error.reason, error.retry_after)
-            except TimeoutError:
-                outcome = self._retry(claimed, "the provider did not answer in time", None)
-            except Exception as error:  # a bug or an unmapped error: retry, and say so
-                log.exception("send failed unexpectedly", message_id=claimed.id)
-                outcome = self._retry(claimed, f"{type(error).__name__}: {error}", None)
-            finished = self.clock.now()
-            return _Sent(
-                claimed,
-                outbox.Outcome(
-                    message_id=claimed.id,
-                    attempt=claimed.attempts,
-                    started_at=started,
-                    finished_at=finished,
-                    **outcome,
-                ),
-                invalid_status,
+    async def _send(self, claimed: outbox.Claimed) -> _Sent:
+        started = self.clock.now()
+        outcome: dict[str, Any] = {}
+        invalid_status = None
+        try:
+            adapter = self._adapter(claimed.workspace_id, claimed.provider)
+            message = OutboundMessage(
+                id=claimed.id,
+                idempotency_key=claimed.idempotency_key,
+                workspace_id=claimed.workspace_id,
+                channel=Channel(claimed.channel),
+                to=claimed.to_address,
+                content=claimed.content,
+                transactional=claimed.category == "transactional",
+                contact_id=claimed.contact_id,
+                locale=claimed.locale,
+                headers=self._headers(claimed),
             )
+            pace = self._paces.get((claimed.workspace_id, claimed.provider))
+            if pace is not None:
+                wait = pace.reserve(asyncio.get_running_loop().time())
+                if wait > 0:
+                    await asyncio.sleep(wait)  # the provider's rate limit, not a poll
+            # A timeout scope, not wait_for: no extra task per send.
+            async with asyncio.timeout(self.settings.send_timeout):
+                result = await adapter.send(message)
+            details = dict(result.details)
+            if claimed.links:  # where each tracked link leads, for the redirect
+                details["links"] = list(claimed.links)
+            if claimed.rendered and claimed.provider == "capture":
+                details["rendered"] = dict(claimed.content)  # what the dev inbox shows
+            outcome = {
+                "status": outbox.SENT,
+                "provider_message_id": result.provider_message_id,
+                "details": details or None,
+                "fallback_at": self._fallback_at(claimed),
+            }
+        except AddressInvalid as error:
+            outcome = self._failed(claimed, error.reason)
+            invalid_status = error.status
+        except PermanentFailure as error:
+            outcome = self._failed(claimed, error.reason)
+        except RetryLater as error:
+            outcome = self._retry(claimed, error.reason, error.retry_after)
+        except TimeoutError:
+            outcome = self._retry(claimed, "the provider did not answer in time", None)
+        except Exception as error:  # a bug or an unmapped error: retry, and say so
+            log.exception("send failed unexpectedly", message_id=claimed.id)
+            outcome = self._retry(claimed, f"{type(error).__name__}: {error}", None)
+        finished = self.clock.now()
+        return _Sent(
+            claimed,
+            outbox.Outcome(
+                message_id=claimed.id,
+                attempt=claimed.attempts,
+                started_at=started,
+                finished_at=finished,
+                **outcome,
+            ),
+            invalid_status,
+        )
 
     def _fallback_at(self, claimed: outbox.Claimed) -> datetime | None:
         """When to try the next channel if this one's delivery is not confirmed by then."""
