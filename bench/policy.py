@@ -103,6 +103,7 @@ def contact(rng: random.Random) -> ContactFacts:
         )
         for _ in range(rng.randint(0, 20))
     ]
+    history.sort(key=lambda sent: sent.at, reverse=True)  # as the store gives it: newest first
     return ContactFacts(
         timezone=tz,
         country=country,

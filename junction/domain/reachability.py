@@ -150,18 +150,18 @@ class Rules:
         init=False, repr=False, compare=False
     )
     _quiet_all: tuple[QuietHours, ...] = field(init=False, repr=False, compare=False)
-    _cap_floor: dict[str | None, int] = field(init=False, repr=False, compare=False)
-    # Beside each rule of _caps_by_topic: a rolling window's length, or a calendar window's days.
-    _spans: dict[str | None, tuple[timedelta | int, ...]] = field(
-        init=False, repr=False, compare=False
-    )
     # country -> channel -> position among its usual apps; "" -> the position of unlisted ones
     _app_rank: dict[str, dict[str, float]] = field(init=False, repr=False, compare=False)
     # Per (timezone, now): a batch decides many people at one moment, most in a few
-    # timezones, so their local time and quiet-hours answers are worked out once.
+    # timezones, so their local time, quiet-hours answers and cap windows are worked out once.
     _moments: dict[tuple[str | None, datetime], _Moment] = field(
         init=False, repr=False, compare=False
     )
+    # Per ask: a campaign's messages ask the same question of many people, so what the answer
+    # takes from the ask and these rules alone is worked out once. By identity first (cheap),
+    # then by value (a claim builds a new, equal ask per message).
+    _plans: dict[int, tuple[Ask, _Plan]] = field(init=False, repr=False, compare=False)
+    _plans_by_ask: dict[Ask, _Plan] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Sorted by id so that the first blocking rule found is the one to name.
@@ -183,27 +183,15 @@ class Rules:
             by_channel[channel] = interned.setdefault(
                 tuple(covering), tuple(self.quiet_hours[index] for index in covering)
             )
-        floor = {
-            key: min((rule.limit for rule in rules), default=0) for key, rules in by_topic.items()
-        }
         object.__setattr__(self, "_caps_by_topic", by_topic)
-        object.__setattr__(self, "_cap_floor", floor)
-        spans = {
-            key: tuple(
-                timedelta(seconds=rule.amount * _ROLLING[rule.unit])
-                if rule.unit in _ROLLING
-                else rule.amount * _CALENDAR[rule.unit]
-                for rule in rules
-            )
-            for key, rules in by_topic.items()
-        }
-        object.__setattr__(self, "_spans", spans)
         app_rank = {
             country: {"": float(len(apps))} | {app: float(i) for i, app in enumerate(apps)}
             for country, apps in self.country_apps.items()
         }
         object.__setattr__(self, "_app_rank", app_rank)
         object.__setattr__(self, "_moments", {})
+        object.__setattr__(self, "_plans", {})
+        object.__setattr__(self, "_plans_by_ask", {})
         object.__setattr__(self, "_quiet_by_channel", by_channel)
         object.__setattr__(self, "_quiet_all", quiet_all)
 
@@ -226,7 +214,7 @@ class ContactFacts:
     preferences: Mapping[tuple[str, str], bool] = field(default_factory=dict)
     engagement: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     open_sessions: frozenset[str] = frozenset()
-    history: Sequence[PastSend] = ()  # counted sends of the last 30 days, any order
+    history: Sequence[PastSend] = ()  # counted sends of the last 30 days, newest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,21 +380,6 @@ def _days_start(tz_name: str | None, today: date, days: int) -> datetime:
     return local_to_utc(today - timedelta(days=days - 1), time(0), zone(tz_name))
 
 
-def _count(history: Sequence[PastSend], start: datetime, rule: CapRule) -> int:
-    channel, topic, limit = rule.channel, rule.topic, rule.limit
-    count = 0
-    for sent in history:
-        if (
-            sent.at >= start
-            and (channel is None or sent.channel == channel)
-            and (topic is None or sent.topic == topic)
-        ):
-            count += 1
-            if count >= limit:
-                break
-    return count
-
-
 def _in_window(window: QuietHours, wall: time) -> bool:
     start, end = window.start, window.end
     if start <= end:
@@ -478,8 +451,9 @@ def _rejected(channel: str, reasons: tuple[str, ...]) -> Consideration:
 
 
 @lru_cache(maxsize=16384)
-def _eligible(channel: str, score: tuple[float, ...]) -> Consideration:
+def _eligible(ranked: tuple[tuple[float, ...], str]) -> Consideration:
     # Most contacts share a few scores (no engagement data yet, the same country).
+    score, channel = ranked
     return Consideration(channel, True, (), score)
 
 
@@ -528,15 +502,193 @@ def _standing(
     return _rejected(channel, tuple(reasons)) if reasons else None
 
 
+# A cap rule where it counts at one moment: (the start of its window, its limit, the channel
+# and the topic it counts, None for any).
+_Window = tuple[datetime, int, str | None, str | None]
+# A candidate that passed its standing, as the decision loop unpacks it: (channel, place in
+# the marketer's order, the cap rules that apply to it as (index among the category's rules,
+# rejection) in id order, the quiet-hours windows that may cover it or None).
+_Candidate = tuple[str, int, tuple[tuple[int, Consideration], ...], tuple[QuietHours, ...] | None]
+# Each candidate's rank criteria fixed by the ask, the rules and the contact's country:
+# (position in the country's usual apps, cost, place in the marketer's order).
+_Tail = tuple[float, float, float]
+# The contact's side of every candidate's standing: the status of each candidate's address,
+# the preference for the topic on each, and which candidates they opted out of or hold an
+# open chat for (only those that matter).
+_State = tuple[tuple[str | None, ...], tuple[bool | None, ...], frozenset[str], frozenset[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """The candidates' standing for one ``_State``, caps and quiet hours aside."""
+
+    passed: tuple[_Candidate, ...]  # in the asked order
+    rejected: tuple[Consideration, ...]  # the others, in the asked order
+    places: tuple[int, ...]  # the place of each rejected one among the candidates
+    settled: Decision | None  # the decision itself when none passed
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What a decision takes from the ask and the rules alone, and the outcomes seen so far."""
+
+    ask: Ask
+    unknown: Decision | None  # the whole answer when the topic is unknown
+    topic: Topic | None  # None: transactional
+    channels: tuple[str, ...]
+    pref_keys: tuple[tuple[str, str], ...]  # (topic, channel) of each; empty: transactional
+    among: frozenset[str]  # the candidates, to pick out the opt-outs that matter
+    sessions: frozenset[str]  # candidates whose content needs an open chat
+    candidates: tuple[_Candidate, ...]
+    cap_key: str | None  # the category's entry in Rules._caps_by_topic
+    caps: tuple[CapRule, ...]  # that entry; empty when no candidate can be capped
+    cap_floor: int  # the fewest sends that can reach one of the caps
+    needs_moment: bool  # caps or quiet hours may apply
+    # The states are few and the decisions many: each outcome is worked out once.
+    outcomes: dict[_State, _Outcome]
+    tails: dict[str | None, tuple[_Tail, ...]]  # by country
+
+
+_NEVER = 1 << 62
+_MAX_PLANS = 4096
+_MAX_OUTCOMES = 65536
+_MAX_TAILS = 1024
+
+
+def _plan(rules: Rules, ask: Ask) -> _Plan:
+    known = rules._plans.get(id(ask))
+    if known is not None and known[0] is ask:
+        return known[1]
+    try:
+        plan = rules._plans_by_ask.get(ask)
+    except TypeError:  # a mutable set for a frozenset: nothing to key it by, work it out
+        return _make_plan(rules, ask)
+    if plan is None:
+        if len(rules._plans_by_ask) >= _MAX_PLANS:
+            rules._plans_by_ask.clear()
+        plan = rules._plans_by_ask[ask] = _make_plan(rules, ask)
+    if len(rules._plans) >= _MAX_PLANS:
+        rules._plans.clear()
+    # The ask is held beside its id, so the id cannot be reused while the entry lives.
+    rules._plans[id(ask)] = (ask, plan)
+    return plan
+
+
+def _make_plan(rules: Rules, ask: Ask) -> _Plan:
+    category, channels = ask.category, ask.candidates
+    topic: Topic | None = None
+    if category != TRANSACTIONAL:
+        topic = rules.topics.get(category)
+        if topic is None:
+            unknown = _unknown_topic(ask)
+            nothing = _NOTHING
+            return _Plan(
+                ask, unknown, None, (), (), nothing, nothing, (), None, (), _NEVER, False, {}, {}
+            )
+    cap_key = category if category in rules._caps_by_topic else None
+    caps = rules._caps_by_topic[cap_key] if topic is not None and not ask.ignore_caps else ()
+    candidates: list[_Candidate] = []
+    for place, channel in enumerate(channels):
+        applying: tuple[tuple[int, Consideration], ...] = ()
+        if channel not in rules.cap_exempt:
+            applying = tuple(
+                (index, _rejected(channel, (f"capped by rule {rule.id}",)))
+                for index, rule in enumerate(caps)
+                if rule.channel is None or rule.channel == channel
+            )
+        windows = None
+        if topic is not None and rules.quiet_hours:
+            windows = rules._quiet_by_channel.get(channel, rules._quiet_all) or None
+        candidates.append((channel, place, applying, windows))
+    subject = {index for *_, applying, _ in candidates for index, _ in applying}
+    if not subject:
+        caps = ()
+    return _Plan(
+        ask,
+        None,
+        topic,
+        channels,
+        tuple((topic.key, channel) for channel in channels) if topic is not None else (),
+        frozenset(channels),
+        frozenset(channel for channel in channels if channel in ask.session_only),
+        tuple(candidates),
+        cap_key,
+        caps,
+        min((caps[index].limit for index in subject), default=_NEVER),
+        bool(caps) or any(windows for *_, windows in candidates),
+        {},
+        {},
+    )
+
+
+def _outcome(plan: _Plan, state: _State) -> _Outcome:
+    """Each candidate's standing in this state; remembered for the next contact in it."""
+    statuses, prefs, opted_out, open_sessions = state
+    ask, topic = plan.ask, plan.topic
+    key = topic.key if topic is not None else None
+    default_in = True if topic is None or topic.default_opt_in else None
+    passed, rejected, places = [], [], []
+    for place, candidate in enumerate(plan.candidates):
+        channel = candidate[0]
+        preference = prefs[place] if prefs else None
+        # Without a preference of their own, the topic's default: opt-in topics need one.
+        opted_in = preference if preference is not None else default_in
+        found = _standing(
+            channel,
+            channel in ask.content_channels,
+            channel in ask.exclude,
+            statuses[place],
+            channel in opted_out,
+            key,
+            topic is None or topic.channels is None or channel in topic.channels,
+            opted_in,
+            channel in plan.sessions and channel not in open_sessions,
+        )
+        if found is None:
+            passed.append(candidate)
+        else:
+            rejected.append(found)
+            places.append(place)
+    settled = None
+    if not passed:
+        settled = _suppressed(tuple(rejected))
+    outcome = _Outcome(tuple(passed), tuple(rejected), tuple(places), settled)
+    if len(plan.outcomes) >= _MAX_OUTCOMES:  # statuses come from data: bound the memory
+        plan.outcomes.clear()
+    plan.outcomes[state] = outcome
+    return outcome
+
+
+def _suppressed(rejected: tuple[Consideration, ...]) -> Decision:
+    if not rejected:
+        return Decision("suppress", None, None, (), "no candidate channel")
+    summary = "; ".join(f"{item.channel} {', '.join(item.reasons)}" for item in rejected)
+    return Decision("suppress", None, None, rejected, f"no eligible channel: {summary}")
+
+
+def _tails(rules: Rules, plan: _Plan, country: str | None) -> tuple[_Tail, ...]:
+    app_rank = rules._app_rank.get(country or "", _NO_RANK)
+    unlisted = app_rank.get("", 0.0)
+    tails = tuple(
+        (app_rank.get(channel, unlisted), rules.costs.get(channel, UNPRICED), float(place))
+        for place, channel in enumerate(plan.channels)
+    )
+    if len(plan.tails) >= _MAX_TAILS:
+        plan.tails.clear()
+    plan.tails[country] = tails
+    return tails
+
+
 @dataclass(slots=True)
 class _Moment:
-    """``now`` in one timezone, and what quiet hours say then."""
+    """``now`` in one timezone, and what quiet hours and cap windows say then."""
 
     tz: tzinfo
     local: datetime
     all_quiet: bool
     quiet_now: frozenset[str]
     until: dict[int, tuple[datetime, str]]  # by id() of a tuple of windows: end and reason
+    windows: dict[str | None, tuple[_Window, ...]]  # by the entry in Rules._caps_by_topic
 
 
 _MAX_MOMENTS = 100_000
@@ -553,7 +705,7 @@ def _moment(rules: Rules, tz_name: str | None, now: datetime) -> _Moment:
         all_quiet, quiet_now = (
             _quiet_channels(rules, local.time()) if rules.quiet_hours else (False, _NOTHING)
         )
-        found = rules._moments[key] = _Moment(tz, local, all_quiet, quiet_now, {})
+        found = rules._moments[key] = _Moment(tz, local, all_quiet, quiet_now, {}, {})
     return found
 
 
@@ -568,137 +720,153 @@ def _quiet_channels(rules: Rules, wall: time) -> tuple[bool, frozenset[str]]:
     return False, frozenset(named)
 
 
+def _windows(
+    plan: _Plan, moment: _Moment, tz_name: str | None, now: datetime
+) -> tuple[_Window, ...]:
+    """Where each of the plan's cap rules counts at this moment."""
+    found = moment.windows.get(plan.cap_key)
+    if found is None:
+        found = moment.windows[plan.cap_key] = tuple(
+            (
+                now - timedelta(seconds=rule.amount * _ROLLING[rule.unit])
+                if rule.unit in _ROLLING
+                else _days_start(tz_name, moment.local.date(), rule.amount * _CALENDAR[rule.unit]),
+                rule.limit,
+                rule.channel,
+                rule.topic,
+            )
+            for rule in plan.caps
+        )
+    return found
+
+
+def _reached(history: Sequence[PastSend], windows: tuple[_Window, ...]) -> list[bool] | None:
+    """Which cap rules the history (newest first) reaches; None when it reaches none."""
+    reached = None
+    sends = len(history)
+    for index, (since, limit, channel, topic) in enumerate(windows):
+        # The limit-th newest send tells whether enough fall in the window to count them.
+        if (
+            sends >= limit
+            and history[limit - 1].at >= since
+            and (
+                (channel is None and topic is None)
+                or _count(history, since, channel, topic, limit) >= limit
+            )
+        ):
+            if reached is None:
+                reached = [False] * len(windows)
+            reached[index] = True
+    return reached
+
+
+def _count(
+    history: Sequence[PastSend], since: datetime, channel: str | None, topic: str | None, limit: int
+) -> int:
+    """The sends of ``history`` (newest first) since ``since`` on ``channel`` and ``topic``,
+    up to ``limit``: the count stops at the window's start or at the limit."""
+    count = 0
+    for sent in history:
+        if sent.at < since:
+            break
+        if (channel is None or sent.channel == channel) and (topic is None or sent.topic == topic):
+            count += 1
+            if count >= limit:
+                break
+    return count
+
+
 def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Decision:
     """Send, defer or suppress this message for this contact, and on which channel."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    category = ask.category
-    topic: Topic | None = None
-    if category != TRANSACTIONAL:
-        topic = rules.topics.get(category)
-        if topic is None:
-            return _unknown_topic(ask)
-    history = contact.history
-    caps: tuple[CapRule, ...] = ()
-    if topic is not None and not ask.ignore_caps:
-        caps = rules._caps_by_topic.get(category, rules._caps_by_topic[None])
-        # No rule can block before the history holds as many sends as the smallest limit.
-        if caps and len(history) < rules._cap_floor.get(category, rules._cap_floor[None]):
-            caps = ()
-    moment = _moment(rules, contact.timezone, now)
-    tz, local = moment.tz, moment.local
-    all_quiet, quiet_now = False, _NOTHING
-    if topic is not None:
-        all_quiet, quiet_now = moment.all_quiet, moment.quiet_now
+    known = rules._plans.get(id(ask))
+    plan = known[1] if known is not None and known[0] is ask else _plan(rules, ask)
+    if plan.unknown is not None:
+        return plan.unknown
+    preferences, opted_out, open_sessions = (
+        contact.preferences,
+        contact.opted_out,
+        contact.open_sessions,
+    )
+    state = (
+        tuple(map(contact.addresses.get, plan.channels)),
+        tuple(map(preferences.get, plan.pref_keys)) if preferences else (),
+        opted_out & plan.among if opted_out else _NOTHING,
+        open_sessions & plan.sessions if open_sessions and plan.sessions else _NOTHING,
+    )
+    outcome = plan.outcomes.get(state) or _outcome(plan, state)
+    if outcome.settled is not None:
+        return outcome.settled
 
-    # Bound once: the loop below is the policy's hot path.
-    content, exclude, addresses = ask.content_channels, ask.exclude, contact.addresses
-    opted_out, preferences = contact.opted_out, contact.preferences
-    session_only, open_sessions = ask.session_only, contact.open_sessions
-    cap_exempt, engagement, costs = rules.cap_exempt, contact.engagement, rules.costs
-    key = topic.key if topic is not None else None
-    topic_channels = topic.channels if topic is not None else None
-    default_in = topic.default_opt_in if topic is not None else True
-    app_rank = rules._app_rank.get(contact.country or "", _NO_RANK)
-    unlisted = app_rank.get("", 0.0)
-    preferred = contact.preferred_channel
-    counts: dict[int, int] = {}
-    spans = rules._spans.get(category, rules._spans[None])
-
+    moment: _Moment | None = None
+    reached: list[bool] | None = None
+    if plan.needs_moment:
+        tz_name = contact.timezone
+        moment = rules._moments.get((tz_name, now)) or _moment(rules, tz_name, now)
+        history = contact.history
+        if len(history) >= plan.cap_floor:
+            reached = _reached(history, _windows(plan, moment, tz_name, now))
+    engagement, preferred = contact.engagement, contact.preferred_channel
+    tails = plan.tails.get(contact.country) or _tails(rules, plan, contact.country)
     ranked: list[tuple[tuple[float, ...], str]] = []
-    rejected: list[Consideration] = []
+    late: list[tuple[int, Consideration]] = []  # the passed ones that caps or quiet hours stop
     quiet_best: tuple[datetime, str, str] | None = None
-    quiet_memo = moment.until
-    for order, channel in enumerate(ask.candidates):
-        status = addresses.get(channel)
-        has_content = channel in content
-        excluded = channel in exclude
-        opted = channel in opted_out
-        allowed = topic_channels is None or channel in topic_channels
-        opted_in: bool | None = (
-            default_in if key is None else preferences.get((key, channel), default_in)
-        )
-        closed = channel in session_only and channel not in open_sessions
-        # The common case in one test; anything else gets the full (cached) reasons.
-        if not (
-            has_content
-            and not excluded
-            and (status in SENDABLE_STATUSES or channel in ADDRESSLESS)
-            and not opted
-            and allowed
-            and opted_in
-            and not closed
+    for channel, place, caps, windows in outcome.passed:
+        if reached is not None and caps:
+            capped = next((rejection for index, rejection in caps if reached[index]), None)
+            if capped is not None:
+                late.append((place, capped))
+                continue
+        if (
+            windows is not None
+            and moment is not None
+            and (moment.all_quiet or channel in moment.quiet_now)
         ):
-            if key is not None and (key, channel) not in preferences:
-                opted_in = True if default_in else None
-            standing = _standing(
-                channel, has_content, excluded, status, opted, key, allowed, opted_in, closed
-            )
-            if standing is not None:
-                rejected.append(standing)
-                continue
-        if caps and channel not in cap_exempt:
-            blocking = None
-            for index, rule in enumerate(caps):
-                if (rule.channel is not None and rule.channel != channel) or len(
-                    history
-                ) < rule.limit:
-                    continue
-                count = counts.get(index)
-                if count is None:
-                    span = spans[index]
-                    start = (
-                        now - span
-                        if isinstance(span, timedelta)
-                        else _days_start(contact.timezone, local.date(), span)
-                    )
-                    count = counts[index] = _count(history, start, rule)
-                if count >= rule.limit:
-                    blocking = rule.id
-                    break
-            if blocking is not None:
-                rejected.append(_rejected(channel, (f"capped by rule {blocking}",)))
-                continue
-        if all_quiet or channel in quiet_now:
-            windows = rules._quiet_by_channel.get(channel, rules._quiet_all)
-            # Channels under the same windows share one answer (the tuples are interned).
-            known = quiet_memo.get(id(windows))
-            if known is None:
-                until, end = _quiet_until(windows, now, tz)
-                known = quiet_memo[id(windows)] = (
-                    until,
-                    f"quiet hours until {end:%H:%M} {getattr(tz, 'key', 'UTC')}",
-                )
-            until, reason = known
-            rejected.append(_rejected(channel, (reason,)))
+            until, reason = _quiet_for(windows, moment, now)
+            late.append((place, _rejected(channel, (reason,))))
             if quiet_best is None or until < quiet_best[0]:
                 quiet_best = (until, channel, reason)
             continue
         counted = engagement.get(channel)
-        ranked.append(
-            (
-                (
-                    0.0 if channel == preferred else 1.0,
-                    -(counted[0] + 1) / (counted[1] + 2) if counted else -0.5,
-                    app_rank.get(channel, unlisted),
-                    costs.get(channel, UNPRICED),
-                    float(order),
-                ),
-                channel,
-            )
+        score = (
+            0.0 if channel == preferred else 1.0,
+            -(counted[0] + 1) / (counted[1] + 2) if counted else -0.5,
         )
+        ranked.append((score + tails[place], channel))
+    rejected = outcome.rejected
+    if late:
+        merged = sorted([*zip(outcome.places, rejected, strict=True), *late], key=_first)
+        rejected = tuple(item for _, item in merged)
 
     if ranked:
         ranked.sort()
-        considered = [_eligible(channel, score) for score, channel in ranked]
         reason = _why(ranked[0], ranked[1] if len(ranked) > 1 else None, contact)
-        return Decision("send", ranked[0][1], None, (*considered, *rejected), reason)
+        considered = tuple(map(_eligible, ranked))
+        return Decision("send", ranked[0][1], None, considered + rejected, reason)
     if quiet_best is not None:
         if ask.quiet == "drop":
-            return Decision("suppress", None, None, tuple(rejected), "quiet hours")
+            return Decision("suppress", None, None, rejected, "quiet hours")
         until, channel, reason = quiet_best
-        return Decision("defer", None, until, tuple(rejected), f"{channel}: {reason}")
-    if not rejected:
-        return Decision("suppress", None, None, (), "no candidate channel")
-    summary = "; ".join(f"{item.channel} {', '.join(item.reasons)}" for item in rejected)
-    return Decision("suppress", None, None, tuple(rejected), f"no eligible channel: {summary}")
+        return Decision("defer", None, until, rejected, f"{channel}: {reason}")
+    return _suppressed(rejected)
+
+
+def _first(pair: tuple[int, Consideration]) -> int:
+    return pair[0]
+
+
+def _quiet_for(
+    windows: tuple[QuietHours, ...], moment: _Moment, now: datetime
+) -> tuple[datetime, str]:
+    """When the quiet hours on these windows end, and the reason; once per moment."""
+    # Channels under the same windows share one answer (the tuples are interned).
+    known = moment.until.get(id(windows))
+    if known is None:
+        tz = moment.tz
+        until, end = _quiet_until(windows, now, tz)
+        known = moment.until[id(windows)] = (
+            until,
+            f"quiet hours until {end:%H:%M} {getattr(tz, 'key', 'UTC')}",
+        )
+    return known

@@ -546,7 +546,7 @@ def test_a_cap_is_never_exceeded_and_decisions_are_deterministic(steps, zone) ->
     rules = replace(RULES, caps=CAPS)
     facts = contact(timezone=zone)
     now = datetime(2026, 3, 27, tzinfo=UTC)  # across Europe's spring-forward night
-    history: list[PastSend] = []
+    history: list[PastSend] = []  # newest first, as ContactFacts takes it
     capped_sends: list[PastSend] = []  # those the caps applied to
     for minutes, category, candidates in steps:
         now += timedelta(minutes=minutes)
@@ -556,9 +556,9 @@ def test_a_cap_is_never_exceeded_and_decisions_are_deterministic(steps, zone) ->
         if decision.action == "send":
             assert decision.channel is not None
             topic = None if category == "transactional" else category
-            history.append(PastSend(now, decision.channel, topic))
+            history.insert(0, PastSend(now, decision.channel, topic))
             if topic is not None and decision.channel != "in_app":
-                capped_sends.append(history[-1])
+                capped_sends.append(history[0])
     local_days = Counter(send.at.astimezone(ZoneInfo(zone)).date() for send in capped_sends)
     assert all(count <= 2 for count in local_days.values())
     sms = [send.at for send in capped_sends if send.channel == "sms"]
