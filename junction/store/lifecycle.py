@@ -31,6 +31,7 @@ class Change:
 
 def record_changes(conn: Connection, changes: Sequence[Change], received_at: datetime) -> None:
     time = driver_time(conn)
+    received = time(received_at)
     rows = [
         (
             c.workspace_id,
@@ -51,7 +52,7 @@ def record_changes(conn: Connection, changes: Sequence[Change], received_at: dat
             None,
             None,
             time(c.at),
-            time(received_at),
+            received,
             None,
         )
         for c in changes

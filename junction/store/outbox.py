@@ -346,6 +346,7 @@ def record(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None
         return
     time = driver_time(conn)
     mark = marker(conn)
+    at = time(now)
     conn.exec_driver_sql(
         f"UPDATE messages SET status = {mark}, due_at = {mark}, lease_until = NULL, "
         f"last_error = {mark}, provider_message_id = {mark}, details = {mark}, "
@@ -359,7 +360,7 @@ def record(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None
                 o.provider_message_id,
                 driver_json(o.details),
                 time(o.fallback_at),
-                time(now),
+                at,
                 o.message_id,
             )
             for o in outcomes

@@ -71,7 +71,9 @@ def driver_time(conn: Connection) -> Callable[[datetime | None], Any]:
     def sqlite_text(value: datetime | None) -> str | None:
         if value is None:
             return None
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        if value.tzinfo is not UTC:  # most instants are UTC already: no conversion
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
     return sqlite_text
 
