@@ -20,12 +20,7 @@ from sqlalchemy import Connection, and_, bindparam, or_, select, update
 from junction.store import routing
 from junction.store.lifecycle import Change, record_changes
 from junction.store.namespaces import contact_namespace
-from junction.store.sql import (
-    driver_json,
-    driver_time,
-    insert_rows_fast,
-    marker,
-)
+from junction.store.sql import driver_json, driver_time, insert_rows_fast, marker
 from junction.store.tables import contacts, message_attempts, messages
 
 QUEUED = "queued"
@@ -119,7 +114,6 @@ def enqueue(conn: Connection, intents: Sequence[Intent], now: datetime) -> dict[
         return {}
     time = driver_time(conn)
     queued_at = time(now)
-    counts = (lambda value: value) if conn.dialect.name == "postgresql" else int
     # Straight to the driver: a campaign queues a whole round at once, and SQLAlchemy's
     # per-value processing was two thirds of the cost.
     insert_rows_fast(
@@ -137,7 +131,7 @@ def enqueue(conn: Connection, intents: Sequence[Intent], now: datetime) -> dict[
                 i.category,
                 driver_json(i.content),
                 driver_json(i.policy),
-                counts(i.counts),
+                i.counts,
                 QUEUED,
                 0,
                 queued_at,
