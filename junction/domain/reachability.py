@@ -49,6 +49,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
+from operator import attrgetter, ge, itemgetter
 from types import MappingProxyType
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -411,14 +412,26 @@ def _ordinal(n: int) -> str:
     return {1: "1st", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
 
 
+@lru_cache(maxsize=256)
+def _alone(channel: str) -> str:
+    return f"{channel}: the only eligible channel"
+
+
+@lru_cache(maxsize=4096)
+def _posterior(counted: tuple[int, int] | None) -> float:
+    """Minus the mean engagement under a Beta(1, 1) prior, (engaged + 1) / (sent + 2)."""
+    if not counted:
+        return -0.5
+    engaged, sent = counted
+    return -(engaged + 1) / (sent + 2)
+
+
 def _why(
     winner: tuple[tuple[float, ...], str],
-    runner: tuple[tuple[float, ...], str] | None,
+    runner: tuple[tuple[float, ...], str],
     contact: ContactFacts,
 ) -> str:
     score, channel = winner
-    if runner is None:
-        return f"{channel}: the only eligible channel"
     other_score, other = runner
     criterion = 0
     while score[criterion] == other_score[criterion]:
@@ -502,13 +515,17 @@ def _standing(
     return _rejected(channel, tuple(reasons)) if reasons else None
 
 
-# A cap rule where it counts at one moment: (the start of its window, its limit, the channel
-# and the topic it counts, None for any).
-_Window = tuple[datetime, int, str | None, str | None]
 # A candidate that passed its standing, as the decision loop unpacks it: (channel, place in
 # the marketer's order, the cap rules that apply to it as (index among the category's rules,
-# rejection) in id order, the quiet-hours windows that may cover it or None).
-_Candidate = tuple[str, int, tuple[tuple[int, Consideration], ...], tuple[QuietHours, ...] | None]
+# rejection) in id order, those indexes alone, the quiet-hours windows that may cover it or
+# None).
+_Candidate = tuple[
+    str,
+    int,
+    tuple[tuple[int, Consideration], ...],
+    tuple[int, ...],
+    tuple[QuietHours, ...] | None,
+]
 # Each candidate's rank criteria fixed by the ask, the rules and the contact's country:
 # (position in the country's usual apps, cost, place in the marketer's order).
 _Tail = tuple[float, float, float]
@@ -526,6 +543,10 @@ class _Outcome:
     rejected: tuple[Consideration, ...]  # the others, in the asked order
     places: tuple[int, ...]  # the place of each rejected one among the candidates
     settled: Decision | None  # the decision itself when none passed
+    # For the common case, where neither caps nor quiet hours stop any of the passed:
+    ranking: tuple[tuple[str, int], ...]  # (channel, place) of each passed one
+    cap_indexes: tuple[int, ...]  # the cap rules that apply to any of them
+    quiet_channels: frozenset[str]  # those quiet hours may cover
 
 
 @dataclass(slots=True)
@@ -541,7 +562,7 @@ class _Plan:
     sessions: frozenset[str]  # candidates whose content needs an open chat
     candidates: tuple[_Candidate, ...]
     cap_key: str | None  # the category's entry in Rules._caps_by_topic
-    caps: tuple[CapRule, ...]  # that entry; empty when no candidate can be capped
+    limits: _Limits | None  # that entry's rules; None when no candidate can be capped
     cap_floor: int  # the fewest sends that can reach one of the caps
     needs_moment: bool  # caps or quiet hours may apply
     # The states are few and the decisions many: each outcome is worked out once.
@@ -583,7 +604,7 @@ def _make_plan(rules: Rules, ask: Ask) -> _Plan:
             unknown = _unknown_topic(ask)
             nothing = _NOTHING
             return _Plan(
-                ask, unknown, None, (), (), nothing, nothing, (), None, (), _NEVER, False, {}, {}
+                ask, unknown, None, (), (), nothing, nothing, (), None, None, _NEVER, False, {}, {}
             )
     cap_key = category if category in rules._caps_by_topic else None
     caps = rules._caps_by_topic[cap_key] if topic is not None and not ask.ignore_caps else ()
@@ -599,10 +620,9 @@ def _make_plan(rules: Rules, ask: Ask) -> _Plan:
         windows = None
         if topic is not None and rules.quiet_hours:
             windows = rules._quiet_by_channel.get(channel, rules._quiet_all) or None
-        candidates.append((channel, place, applying, windows))
-    subject = {index for *_, applying, _ in candidates for index, _ in applying}
-    if not subject:
-        caps = ()
+        indexes = tuple(index for index, _ in applying)
+        candidates.append((channel, place, applying, indexes, windows))
+    subject = {index for *_, indexes, _ in candidates for index in indexes}
     return _Plan(
         ask,
         None,
@@ -613,9 +633,9 @@ def _make_plan(rules: Rules, ask: Ask) -> _Plan:
         frozenset(channel for channel in channels if channel in ask.session_only),
         tuple(candidates),
         cap_key,
-        caps,
+        _limits(caps) if subject else None,
         min((caps[index].limit for index in subject), default=_NEVER),
-        bool(caps) or any(windows for *_, windows in candidates),
+        bool(subject) or any(windows for *_, windows in candidates),
         {},
         {},
     )
@@ -652,7 +672,15 @@ def _outcome(plan: _Plan, state: _State) -> _Outcome:
     settled = None
     if not passed:
         settled = _suppressed(tuple(rejected))
-    outcome = _Outcome(tuple(passed), tuple(rejected), tuple(places), settled)
+    outcome = _Outcome(
+        tuple(passed),
+        tuple(rejected),
+        tuple(places),
+        settled,
+        tuple((channel, place) for channel, place, *_ in passed),
+        tuple(sorted({index for *_, indexes, _ in passed for index in indexes})),
+        frozenset(channel for channel, *_, quiet in passed if quiet is not None),
+    )
     if len(plan.outcomes) >= _MAX_OUTCOMES:  # statuses come from data: bound the memory
         plan.outcomes.clear()
     plan.outcomes[state] = outcome
@@ -688,7 +716,8 @@ class _Moment:
     all_quiet: bool
     quiet_now: frozenset[str]
     until: dict[int, tuple[datetime, str]]  # by id() of a tuple of windows: end and reason
-    windows: dict[str | None, tuple[_Window, ...]]  # by the entry in Rules._caps_by_topic
+    # By the entry in Rules._caps_by_topic: where each of its rules' windows starts.
+    since: dict[str | None, tuple[datetime, ...]]
 
 
 _MAX_MOMENTS = 100_000
@@ -720,44 +749,88 @@ def _quiet_channels(rules: Rules, wall: time) -> tuple[bool, frozenset[str]]:
     return False, frozenset(named)
 
 
-def _windows(
-    plan: _Plan, moment: _Moment, tz_name: str | None, now: datetime
-) -> tuple[_Window, ...]:
-    """Where each of the plan's cap rules counts at this moment."""
-    found = moment.windows.get(plan.cap_key)
-    if found is None:
-        found = moment.windows[plan.cap_key] = tuple(
-            (
-                now - timedelta(seconds=rule.amount * _ROLLING[rule.unit])
-                if rule.unit in _ROLLING
-                else _days_start(tz_name, moment.local.date(), rule.amount * _CALENDAR[rule.unit]),
-                rule.limit,
-                rule.channel,
-                rule.topic,
-            )
-            for rule in plan.caps
-        )
-    return found
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """A category's cap rules, each at its index, as the check reads them."""
+
+    deepest: int  # the largest limit: how many of the newest sends can matter
+    reaching: tuple[int, ...]  # each rule's limit - 1: the send whose time tells
+    scopes: tuple[tuple[int, str | None, str | None], ...]  # each rule's limit, channel, topic
+    spans: tuple[timedelta | int, ...]  # each rule's rolling window, or its calendar days
 
 
-def _reached(history: Sequence[PastSend], windows: tuple[_Window, ...]) -> list[bool] | None:
-    """Which cap rules the history (newest first) reaches; None when it reaches none."""
-    reached = None
-    sends = len(history)
-    for index, (since, limit, channel, topic) in enumerate(windows):
-        # The limit-th newest send tells whether enough fall in the window to count them.
-        if (
-            sends >= limit
-            and history[limit - 1].at >= since
-            and (
-                (channel is None and topic is None)
-                or _count(history, since, channel, topic, limit) >= limit
-            )
-        ):
-            if reached is None:
-                reached = [False] * len(windows)
-            reached[index] = True
-    return reached
+def _limits(caps: tuple[CapRule, ...]) -> _Limits:
+    return _Limits(
+        max(rule.limit for rule in caps),
+        tuple(rule.limit - 1 for rule in caps),
+        tuple((rule.limit, rule.channel, rule.topic) for rule in caps),
+        tuple(
+            timedelta(seconds=rule.amount * _ROLLING[rule.unit])
+            if rule.unit in _ROLLING
+            else rule.amount * _CALENDAR[rule.unit]
+            for rule in caps
+        ),
+    )
+
+
+def _since(
+    plan: _Plan, limits: _Limits, moment: _Moment, tz_name: str | None, now: datetime
+) -> tuple[datetime, ...]:
+    """Where each of the plan's cap windows starts at this moment; once per moment."""
+    today = moment.local.date()
+    since = tuple(
+        now - span if isinstance(span, timedelta) else _days_start(tz_name, today, span)
+        for span in limits.spans
+    )
+    moment.since[plan.cap_key] = since
+    return since
+
+
+_AT = attrgetter("at")
+
+
+# What the cap check found for one contact: (which rules their history may reach, the
+# history, the rules, where their windows start).
+_Reach = tuple[list[bool], Sequence[PastSend], _Limits, tuple[datetime, ...]]
+
+
+def _may_reach(
+    history: Sequence[PastSend], limits: _Limits, since: tuple[datetime, ...]
+) -> _Reach | None:
+    """Which cap rules the history (newest first) may reach; None when it reaches none.
+
+    A rule's window holds ``limit`` sends of any kind exactly when the limit-th newest send
+    falls in it: that settles the rules that count every send, and the others count only when
+    it holds (``_capped``). One comparison per rule, in C when the history is deep enough; the
+    sends read are only those that tell, as a contact's history is rarely in the CPU's cache.
+    """
+    if len(history) >= limits.deepest:
+        held = [*map(ge, map(_AT, map(history.__getitem__, limits.reaching)), since)]
+    else:
+        sends = len(history)
+        held = [
+            reaching < sends and history[reaching].at >= start
+            for reaching, start in zip(limits.reaching, since, strict=True)
+        ]
+    return (held, history, limits, since) if True in held else None
+
+
+def _capped(
+    caps: tuple[tuple[int, Consideration], ...],
+    may_reach: list[bool],
+    history: Sequence[PastSend],
+    limits: _Limits,
+    since: tuple[datetime, ...],
+) -> Consideration | None:
+    """The rejection by the first of ``caps`` (in id order) the history reaches, if any."""
+    for index, rejection in caps:
+        if may_reach[index]:
+            limit, channel, topic = limits.scopes[index]
+            if channel is None and topic is None:
+                return rejection
+            if _count(history, since[index], channel, topic, limit) >= limit:
+                return rejection
+    return None
 
 
 def _count(
@@ -800,50 +873,43 @@ def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Deci
         return outcome.settled
 
     moment: _Moment | None = None
-    reached: list[bool] | None = None
+    reach: _Reach | None = None
     if plan.needs_moment:
         tz_name = contact.timezone
         moment = rules._moments.get((tz_name, now)) or _moment(rules, tz_name, now)
         history = contact.history
-        if len(history) >= plan.cap_floor:
-            reached = _reached(history, _windows(plan, moment, tz_name, now))
-    engagement, preferred = contact.engagement, contact.preferred_channel
-    tails = plan.tails.get(contact.country) or _tails(rules, plan, contact.country)
-    ranked: list[tuple[tuple[float, ...], str]] = []
-    late: list[tuple[int, Consideration]] = []  # the passed ones that caps or quiet hours stop
-    quiet_best: tuple[datetime, str, str] | None = None
-    for channel, place, caps, windows in outcome.passed:
-        if reached is not None and caps:
-            capped = next((rejection for index, rejection in caps if reached[index]), None)
-            if capped is not None:
-                late.append((place, capped))
-                continue
-        if (
-            windows is not None
-            and moment is not None
-            and (moment.all_quiet or channel in moment.quiet_now)
-        ):
-            until, reason = _quiet_for(windows, moment, now)
-            late.append((place, _rejected(channel, (reason,))))
-            if quiet_best is None or until < quiet_best[0]:
-                quiet_best = (until, channel, reason)
-            continue
-        counted = engagement.get(channel)
-        score = (
-            0.0 if channel == preferred else 1.0,
-            -(counted[0] + 1) / (counted[1] + 2) if counted else -0.5,
-        )
-        ranked.append((score + tails[place], channel))
+        limits = plan.limits
+        if limits is not None and len(history) >= plan.cap_floor:
+            since = moment.since.get(plan.cap_key) or _since(plan, limits, moment, tz_name, now)
+            reach = _may_reach(history, limits, since)
+    ranking: Sequence[tuple[str, int]] = outcome.ranking
     rejected = outcome.rejected
-    if late:
-        merged = sorted([*zip(outcome.places, rejected, strict=True), *late], key=_first)
-        rejected = tuple(item for _, item in merged)
+    quiet_best: tuple[datetime, str, str] | None = None
+    if (reach is not None and True in map(reach[0].__getitem__, outcome.cap_indexes)) or (
+        moment is not None
+        and outcome.quiet_channels
+        and (moment.all_quiet or not moment.quiet_now.isdisjoint(outcome.quiet_channels))
+    ):
+        ranking, rejected, quiet_best = _sift(outcome, reach, moment, now)
 
-    if ranked:
-        ranked.sort()
-        reason = _why(ranked[0], ranked[1] if len(ranked) > 1 else None, contact)
-        considered = tuple(map(_eligible, ranked))
-        return Decision("send", ranked[0][1], None, considered + rejected, reason)
+    if ranking:
+        engagement, preferred = contact.engagement, contact.preferred_channel
+        tails = plan.tails.get(contact.country) or _tails(rules, plan, contact.country)
+        ranked = [
+            (
+                (0.0 if channel == preferred else 1.0, _posterior(engagement.get(channel)))
+                + tails[place],
+                channel,
+            )
+            for channel, place in ranking
+        ]
+        if len(ranked) > 1:
+            ranked.sort()
+            reason = _why(ranked[0], ranked[1], contact)
+        else:
+            reason = _alone(ranked[0][1])
+        considered = tuple(map(_eligible, ranked)) + rejected
+        return Decision("send", ranked[0][1], None, considered, reason)
     if quiet_best is not None:
         if ask.quiet == "drop":
             return Decision("suppress", None, None, rejected, "quiet hours")
@@ -852,21 +918,51 @@ def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Deci
     return _suppressed(rejected)
 
 
-def _first(pair: tuple[int, Consideration]) -> int:
-    return pair[0]
+def _sift(
+    outcome: _Outcome, reach: _Reach | None, moment: _Moment | None, now: datetime
+) -> tuple[list[tuple[str, int]], tuple[Consideration, ...], tuple[datetime, str, str] | None]:
+    """The passed candidates neither caps nor quiet hours stop, as (channel, place); every
+    rejection in the asked order; and the quiet hours that end first, as (until, channel,
+    reason), if they stop any."""
+    kept: list[tuple[str, int]] = []
+    late: list[tuple[int, Consideration]] = []
+    quiet_best = None
+    for channel, place, caps, cap_indexes, quiet in outcome.passed:
+        if reach is not None and True in map(reach[0].__getitem__, cap_indexes):
+            capped = _capped(caps, *reach)
+            if capped is not None:
+                late.append((place, capped))
+                continue
+        if (
+            quiet is not None
+            and moment is not None
+            and (moment.all_quiet or channel in moment.quiet_now)
+        ):
+            until, reason = moment.until.get(id(quiet)) or _quiet_for(quiet, moment, now)
+            late.append((place, _rejected(channel, (reason,))))
+            if quiet_best is None or until < quiet_best[0]:
+                quiet_best = (until, channel, reason)
+            continue
+        kept.append((channel, place))
+    rejected = outcome.rejected
+    if late:
+        merged = sorted([*zip(outcome.places, rejected, strict=True), *late], key=_PLACE)
+        rejected = tuple(map(_ITEM, merged))
+    return kept, rejected, quiet_best
+
+
+_PLACE, _ITEM = itemgetter(0), itemgetter(1)
 
 
 def _quiet_for(
     windows: tuple[QuietHours, ...], moment: _Moment, now: datetime
 ) -> tuple[datetime, str]:
     """When the quiet hours on these windows end, and the reason; once per moment."""
+    tz = moment.tz
+    until, end = _quiet_until(windows, now, tz)
     # Channels under the same windows share one answer (the tuples are interned).
-    known = moment.until.get(id(windows))
-    if known is None:
-        tz = moment.tz
-        until, end = _quiet_until(windows, now, tz)
-        known = moment.until[id(windows)] = (
-            until,
-            f"quiet hours until {end:%H:%M} {getattr(tz, 'key', 'UTC')}",
-        )
+    known = moment.until[id(windows)] = (
+        until,
+        f"quiet hours until {end:%H:%M} {getattr(tz, 'key', 'UTC')}",
+    )
     return known
