@@ -47,7 +47,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from junction.domain.journey_model import (
@@ -132,6 +132,7 @@ __all__ = [
 ]
 
 MAX_STEPS = 1000
+_Value = TypeVar("_Value")
 Status = Literal["active", "waiting", "completed", "exited", "converted"]
 FINAL = frozenset({"completed", "exited", "converted"})
 EVENT_FOR_ENGAGEMENT = {
@@ -175,14 +176,17 @@ class Waiting:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Waiting:
-        return cls(
-            kind=data["kind"],
-            step=data["step"],
-            until=_parse(data.get("until")),
-            event=data.get("event"),
-            where=dict(data.get("where") or {}),
-            message_of=data.get("message_of"),
-            engagement=data.get("engagement"),
+        return _built(
+            cls,
+            {
+                "kind": data["kind"],
+                "step": data["step"],
+                "until": _parse(data.get("until")),
+                "event": data.get("event"),
+                "where": dict(data.get("where") or {}),
+                "message_of": data.get("message_of"),
+                "engagement": data.get("engagement"),
+            },
         )
 
 
@@ -230,26 +234,51 @@ class RunState:
         entered_at = _parse(data["entered_at"])
         assert entered_at is not None
         waiting = data.get("waiting")
-        return cls(
-            status=data["status"],
-            step=data.get("step"),
-            entered_at=entered_at,
-            waiting=Waiting.from_dict(waiting) if waiting else None,
-            sent=dict(data.get("sent") or {}),
-            engaged={k: list(v) for k, v in (data.get("engaged") or {}).items()},
-            visits=dict(data.get("visits") or {}),
-            context=dict(data.get("context") or {}),
-            event=data.get("event"),
-            converted_at=_parse(data.get("converted_at")),
-            ended_at=_parse(data.get("ended_at")),
-            exit_reason=data.get("exit_reason"),
-            path=list(data.get("path") or []),
-            touched=list(data.get("touched") or []),
+        return _built(
+            cls,
+            {
+                "status": data["status"],
+                "step": data.get("step"),
+                "entered_at": entered_at,
+                "waiting": Waiting.from_dict(waiting) if waiting else None,
+                "sent": dict(data.get("sent") or {}),
+                "engaged": {k: list(v) for k, v in (data.get("engaged") or {}).items()},
+                "visits": dict(data.get("visits") or {}),
+                "context": dict(data.get("context") or {}),
+                "event": data.get("event"),
+                "converted_at": _parse(data.get("converted_at")),
+                "ended_at": _parse(data.get("ended_at")),
+                "exit_reason": data.get("exit_reason"),
+                "path": list(data.get("path") or []),
+                "touched": list(data.get("touched") or []),
+            },
         )
 
 
+def _built(cls: type[_Value], fields: dict[str, Any]) -> _Value:
+    """``cls(**fields)`` for a frozen dataclass given every field, at a third of the cost: a
+    frozen ``__init__`` sets each field through ``object.__setattr__``, and the runtime
+    builds a state or two per advance."""
+    value = object.__new__(cls)
+    value.__dict__.update(fields)
+    return value
+
+
+# The runtime writes batches of states whose times are mostly the same few (the batch's now,
+# the wake-ups it sets): their text is kept. Keyed with the zone, which the text shows.
+_ISO: dict[tuple[datetime, tzinfo | None], str] = {}
+
+
 def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
+    if moment is None:
+        return None
+    key = (moment, moment.tzinfo)
+    text = _ISO.get(key)
+    if text is None:
+        if len(_ISO) > 4096:  # a bound, not a policy
+            _ISO.clear()
+        text = _ISO[key] = moment.isoformat()
+    return text
 
 
 def _parse(text: str | None) -> datetime | None:
@@ -373,7 +402,7 @@ def _on_timer(
     if waiting is None or waiting.until is None or trigger.at < waiting.until:
         return state, []
     run = _Run(definition, run_id, now, contact, state)
-    step = definition.step(waiting.step)
+    step = run.steps[waiting.step]
     run.go(step.on_timeout if isinstance(step, WaitForStep) else getattr(step, "next", None))
     return run.result()
 
@@ -405,7 +434,7 @@ def _on_event(
             return run.result()
     waiting = state.waiting
     if waiting is not None and _satisfies(waiting, current, trigger):
-        step = definition.step(waiting.step)
+        step = run.steps[waiting.step]
         assert isinstance(step, WaitForStep)
         run.go(step.on_event)
         return run.result()
@@ -450,40 +479,52 @@ class _Run:
         state: RunState,
     ) -> None:
         self.definition = definition
+        self.steps = _steps_of(definition)
         self.run_id = run_id
         self.now = now
-        self.traits = dict(contact)
-        self.tz = _zone(contact.get("timezone"))
+        # Collections of the state are shared until changed, and replaced rather than changed
+        # in place (most advances change few of them): neither the caller's contact nor the
+        # given state is ever altered.
+        self.contact = contact
+        self.traits = contact
         self.base = state
         self.status: Status = state.status
         self.step: str | None = state.step
         self.waiting: Waiting | None = state.waiting
-        self.sent = dict(state.sent)
-        self.engaged = {k: list(v) for k, v in state.engaged.items()}
-        self.visits = dict(state.visits)
-        self.context = dict(state.context)
+        self.sent = state.sent
+        self.engaged = state.engaged
+        self.visits = dict(state.visits)  # every step taken counts a visit
+        self.context = state.context
         self.converted_at = state.converted_at
         self.ended_at = state.ended_at
         self.exit_reason = state.exit_reason
-        self.path = list(state.path)
-        self.touched = list(state.touched)
+        self.path = state.path
+        self.touched = state.touched
         self.effects: list[Effect] = []
 
+    @property
+    def tz(self) -> tzinfo:
+        return _zone(self.contact.get("timezone"))
+
     def result(self) -> tuple[RunState, list[Effect]]:
-        state = replace(
-            self.base,
-            status=self.status,
-            step=self.step,
-            waiting=self.waiting,
-            sent=self.sent,
-            engaged=self.engaged,
-            visits=self.visits,
-            context=self.context,
-            converted_at=self.converted_at,
-            ended_at=self.ended_at,
-            exit_reason=self.exit_reason,
-            path=self.path,
-            touched=self.touched,
+        state = _built(
+            RunState,
+            {
+                "status": self.status,
+                "step": self.step,
+                "entered_at": self.base.entered_at,
+                "waiting": self.waiting,
+                "sent": self.sent,
+                "engaged": self.engaged,
+                "visits": self.visits,
+                "context": self.context,
+                "event": self.base.event,
+                "converted_at": self.converted_at,
+                "ended_at": self.ended_at,
+                "exit_reason": self.exit_reason,
+                "path": self.path,
+                "touched": self.touched,
+            },
         )
         return state, self.effects
 
@@ -508,7 +549,7 @@ class _Run:
             if step_id is None:
                 self.finish("completed", "end")
                 return
-            step = self.definition.step(step_id)
+            step = self.steps[step_id]
             self.step = step_id
             visit = self.visits[step_id] = self.visits.get(step_id, 0) + 1
             step_id = self._take(step, f"journey:{self.run_id}:{step_id}:{visit}", visit)
@@ -532,10 +573,11 @@ class _Run:
                     dict(self.context),
                 )
             )
-            self.sent[step.id] = key
-            self.engaged.pop(step.id, None)
+            self.sent = {**self.sent, step.id: key}
+            if step.id in self.engaged:
+                self.engaged = {k: v for k, v in self.engaged.items() if k != step.id}
             if step.id not in self.touched:
-                self.touched.append(step.id)
+                self.touched = [*self.touched, step.id]
             return step.next
         if isinstance(step, WaitStep):
             wake = self._wake_at(step)
@@ -552,13 +594,13 @@ class _Run:
             return step.default
         if isinstance(step, SplitStep):
             chosen = _draw(step, f"{self.run_id}:{step.id}:{visit}")
-            self.path.append(chosen.name)
+            self.path = [*self.path, chosen.name]
             if chosen.control:
                 self.finish("exited", "control group")
             return chosen.next
         if isinstance(step, UpdateProfileStep):
             self.effects.append(ProfileUpdate(dict(step.set)))
-            self.traits.update(step.set)
+            self.traits = {**self.traits, **step.set}
             return step.next
         if isinstance(step, WebhookStep):
             body = step.body if step.body is not None else self._webhook_body(step.id)
@@ -615,6 +657,20 @@ class _Run:
             return next_local_time(step.until, self.now, self.tz)
         assert step.until_trait is not None
         return trait_time(step.until_trait, self.traits, self.tz)
+
+
+# Each definition's steps by id, for the definitions in use (a definition lives as long as
+# the runtime's cache holds it; the entry keeps it alive, so its id is not reused).
+_INDEXES: dict[int, tuple[JourneyDefinition, dict[str, Step]]] = {}
+
+
+def _steps_of(definition: JourneyDefinition) -> dict[str, Step]:
+    found = _INDEXES.get(id(definition))
+    if found is None or found[0] is not definition:
+        if len(_INDEXES) > 256:  # a bound, not a policy: few definitions are live at once
+            _INDEXES.clear()
+        found = _INDEXES[id(definition)] = (definition, {s.id: s for s in definition.steps})
+    return found[1]
 
 
 def _draw(step: SplitStep, seed: str) -> SplitPath:

@@ -22,8 +22,10 @@ Rules kept here:
   outbox: two workers never advance one run for the same timer;
 - a webhook step's JSON answer joins the run's context once the call is made, under the
   step's id; steps that run after that see it as ``{{ data.<step id> }}``;
-- a batch's template sends on email, SMS and voice are queued together (addresses, templates
-  and providers looked up once); other sends take the single-send path of the API;
+- a batch is read and written as a batch: its runs, message owners, contacts and earlier
+  runs with one statement each; run states (new runs included, their ids taken up front),
+  counts and sends (``junction.store.journey_sends``) once, when it ends. Its statements go
+  straight to the driver (``junction.store.raw``);
 - a send a step cannot make (no address on that channel, no such template) is counted as
   ``failed`` on its step and the run goes on.
 """
@@ -117,6 +119,9 @@ class _Work:
         self.runs: dict[int, Run] = {}  # every run read or moved, at its latest state
         self._open: dict[int, list[int]] = {}  # unfinished runs by contact, loaded ones
         self._earlier: dict[tuple[int, int], list[_Earlier]] = {}
+        self._entered: list[int] = []  # runs this batch started: rows to insert
+        self._entered_by_contact: dict[int, list[int]] = {}
+        self._last_id: int | None = None
         self._writes: dict[int, tuple[Any, ...]] = {}
         self._counts: dict[tuple[int, str, str], int] = {}
         self.sends: list[PendingSend] = []  # the simple ones, queued together at the end
@@ -180,6 +185,8 @@ class _Work:
         )
         for run in self._known(rows):
             self._open[run.contact_id].append(run.id)
+        for contact_id in wanted:  # runs entered by this batch have no row yet
+            self._open[contact_id].extend(self._entered_by_contact.get(contact_id, []))
 
     def open_runs(self, contact_id: int) -> list[Run]:
         if contact_id not in self._open:
@@ -224,41 +231,42 @@ class _Work:
     # --- writing, once per batch -----------------------------------------------------------
 
     def insert_run(self, journey: _Journey, contact_id: int) -> Run:
-        """A new run, active and at no step yet; its state is written when the batch ends."""
-        now = self.raw.time(self.now)
-        row = self.raw.one(
-            "INSERT INTO journey_runs (workspace_id, journey_id, version, contact_id, status, "
-            "step, state, entered_at, updated_at) VALUES (?, ?, ?, ?, 'active', NULL, ?, ?, ?) "
-            "RETURNING id",
-            (
-                journey.workspace_id,
-                journey.id,
-                journey.current_version,
-                contact_id,
-                "{}",
-                now,
-                now,
-            ),
-        )
-        run_id = int(row[0])
+        """A new run, at no step yet: its row is written when the batch ends, with the state
+        its first advance (made at once) gives it."""
+        run_id = self._new_run_id()
+        self._entered.append(run_id)
+        self._entered_by_contact.setdefault(contact_id, []).append(run_id)
         self.earlier(journey.id, contact_id).append(_Earlier(run_id, self.now, "active"))
         if contact_id in self._open:
             self._open[contact_id].append(run_id)
-        # No state until the first advance, which every entry makes at once.
-        state: Any = None
+        state: Any = None  # until that first advance
         run = Run(
             run_id, journey.workspace_id, journey.id, journey.current_version, contact_id, state
         )
         self.runs[run_id] = run
         return run
 
-    def count(self, journey_id: int, step: str, metric: str) -> None:
+    def _new_run_id(self) -> int:
+        """The id the next run will have. SQLite: after the highest, as SQLite would choose
+        it (a write transaction holds the database's one write lock, so nobody else takes
+        it). PostgreSQL: from the id sequence."""
+        if self.raw.postgres:
+            found = self.raw.one("SELECT nextval(pg_get_serial_sequence('journey_runs', 'id'))")
+            return int(found[0])
+        if self._last_id is None:
+            self._last_id = int(self.raw.one("SELECT coalesce(max(id), 0) FROM journey_runs")[0])
+        self._last_id += 1
+        return self._last_id
+
+    def count(self, journey_id: int, step: str, metric: str, amount: int = 1) -> None:
         key = (journey_id, step, metric)
-        self._counts[key] = self._counts.get(key, 0) + 1
+        self._counts[key] = self._counts.get(key, 0) + amount
 
     def write(self, run: Run, state: RunState, wake_at: datetime | None) -> None:
         """The run's new state (and timer), written when the batch ends."""
-        self.runs[run.id] = replace(run, state=state)
+        self.runs[run.id] = Run(
+            run.id, run.workspace_id, run.journey_id, run.version, run.contact_id, state
+        )
         self._writes[run.id] = (state, wake_at)
 
     def flush(self) -> None:
@@ -270,6 +278,23 @@ class _Work:
             self._senders.clear()
         if self._writes:
             now, time, json = self.raw.time(self.now), self.raw.time, self.raw.json
+            entered = []
+            for run_id in self._entered:
+                run, (state, wake) = self.runs[run_id], self._writes.pop(run_id)
+                entered.append(
+                    (
+                        *(run_id, run.workspace_id, run.journey_id, run.version, run.contact_id),
+                        *(state.status, state.step, json(state.to_dict()), time(wake), now, now),
+                    )
+                )
+            self.raw.many(
+                "INSERT INTO journey_runs (id, workspace_id, journey_id, version, contact_id, "
+                "status, step, state, wake_at, entered_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                entered,
+            )
+            self._entered.clear()
+            self._entered_by_contact.clear()
             self.raw.many(
                 "UPDATE journey_runs SET status = ?, step = ?, state = ?, wake_at = ?, "
                 "updated_at = ? WHERE id = ?",
@@ -354,8 +379,8 @@ def _advance(work: _Work, run: Run, definition: JourneyDefinition, trigger: Trig
     journey = run.journey_id
     before = run.state.visits if run.state is not None else {}
     for step, visits in state.visits.items():
-        for _ in range(visits - before.get(step, 0)):
-            work.count(journey, step, "entered")
+        if visits > before.get(step, 0):
+            work.count(journey, step, "entered", visits - before.get(step, 0))
     wake_at = None
     for effect in effects:
         if isinstance(effect, SendIntent):

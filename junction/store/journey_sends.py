@@ -62,50 +62,43 @@ def queue_together(
     ``single(i)`` queues the i-th alone, when the batch cannot decide it (see the rules)."""
     kinds = {BATCHED_CHANNELS[str(p.intent.channel)] for p in pending}
     found = _addresses(raw, sorted({p.contact_id for p in pending}), sorted(kinds))
-    versions: dict[tuple[int, str], Any] = {}
-    providers: dict[tuple[int, str], str] = {}
+    plans: dict[tuple[int, str, str], _Plan | None] = {}
     intents: list[outbox.Intent] = []
     outcomes: list[str] = []
     for position, item in enumerate(pending):
         intent = item.intent
         channel = str(intent.channel)
-        targets = found.get((item.contact_id, BATCHED_CHANNELS[channel]), [])
-        template_key = (item.workspace_id, str(intent.template))
-        if template_key not in versions:
-            versions[template_key] = _template(conn, *template_key)
-        compiled = versions[template_key]
-        if not targets or compiled is None:
+        targets = found.get((item.contact_id, BATCHED_CHANNELS[channel]))
+        plan_key = (item.workspace_id, str(intent.template), channel)
+        if plan_key not in plans:
+            plans[plan_key] = _plan(conn, *plan_key)
+        plan = plans[plan_key]
+        if not targets or plan is None:
             outcomes.append("failed")
             continue
-        if compiled.block(channel, None) is None:  # only some locales have it: check fully
+        if plan.provider is None:  # only some locales have the channel: check fully
             outcomes.append(single(position))
             continue
-        if (item.workspace_id, channel) not in providers:
-            providers[(item.workspace_id, channel)] = provider_for(conn, item.workspace_id, channel)
-        content: dict[str, Any] = {
-            "templateKey": intent.template,
-            "templateVersion": compiled.version,
-        }
+        content: dict[str, Any] = {"templateKey": intent.template, "templateVersion": plan.version}
         if intent.data:
             content["data"] = intent.data
         if item.event:
             content["event"] = item.event
         if channel not in DEVICE_CHANNELS:
             targets = targets[:1]
-        keys = [intent.key] + [f"{intent.key}:{index}" for index in range(1, len(targets))]
-        intents.extend(
-            outbox.Intent(
-                workspace_id=item.workspace_id,
-                idempotency_key=key,
-                channel=channel,
-                provider=providers[(item.workspace_id, channel)],
-                to_address=address,
-                content=content,
-                contact_id=item.contact_id,
-                category=intent.category,
+        for index, address in enumerate(targets):
+            intents.append(
+                outbox.Intent(
+                    workspace_id=item.workspace_id,
+                    idempotency_key=f"{intent.key}:{index}" if index else intent.key,
+                    channel=channel,
+                    provider=plan.provider,
+                    to_address=address,
+                    content=content,
+                    contact_id=item.contact_id,
+                    category=intent.category,
+                )
             )
-            for key, address in zip(keys, targets, strict=True)
-        )
         outcomes.append("sent")
     outbox.enqueue(conn, intents, now)
     return outcomes
@@ -129,10 +122,22 @@ def _addresses(
     return found
 
 
-def _template(conn: Connection, workspace_id: int, key: str) -> Any:
-    """The template's current compiled version, or None when there is none to send."""
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How a batch sends one template on one channel: the template's version and the
+    provider, or no provider when only the single-send path can tell."""
+
+    version: int
+    provider: str | None
+
+
+def _plan(conn: Connection, workspace_id: int, template: str, channel: str) -> _Plan | None:
+    """None when there is no such template to send."""
     try:
-        version = templates.current_version(conn, workspace_id, key)
-        return templates.load(conn, workspace_id, key, version)
+        version = templates.current_version(conn, workspace_id, template)
+        compiled = templates.load(conn, workspace_id, template, version)
     except NotFound:
         return None
+    if compiled.block(channel, None) is None:
+        return _Plan(compiled.version, None)
+    return _Plan(compiled.version, provider_for(conn, workspace_id, channel))

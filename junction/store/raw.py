@@ -27,6 +27,11 @@ def _for_psycopg(statement: str) -> str:
     return statement.replace("?", "%s")
 
 
+@lru_cache(maxsize=4096)  # a batch writes the same few times (its now, the wake-ups it sets)
+def _sqlite_time(value: datetime) -> str:
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 class Raw:
     """A cursor on ``conn``'s transaction, with the conversions its dialect needs."""
 
@@ -72,7 +77,7 @@ class Raw:
         """An aware datetime as the driver takes it (SQLite: naive UTC text)."""
         if value is None or not self.sqlite:
             return value
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        return _sqlite_time(value)
 
     def read_time(self, value: Any) -> datetime | None:
         if value is None:
