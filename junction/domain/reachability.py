@@ -20,7 +20,8 @@ Rules kept here:
   ``limit`` matching counted sends; the blocking rule first by id is named. Minutes and hours
   are rolling windows; "N days" is today and the N-1 previous calendar days in the contact's
   timezone (UTC when unknown), "N weeks" is 7N such days. A rule without a topic counts every
-  counted send, transactional ones included (the caller passes only sends that count).
+  counted send, transactional ones included (the caller passes only sends that count, newest
+  first: a window is read from the newest send back to its start).
   Channels in ``Rules.cap_exempt`` and transactional messages, and asks with ``ignore_caps``,
   are never capped;
 - quiet hours are [start, end) in the contact's local time (DST-correct), may cross midnight,
