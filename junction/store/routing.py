@@ -25,8 +25,10 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta
+from functools import lru_cache
 from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import Connection, select
 
 from junction.domain.countries import COUNTRY_APPS
@@ -79,15 +81,23 @@ def needs_policy(row: Any) -> bool:
 
 def rules_for(conn: Connection, workspace_id: int) -> Rules:
     stored = preferences.rules_of(conn, workspace_id)
-    topic_rows = conn.execute(select(topics).where(topics.c.workspace_id == workspace_id))
-    known = {
-        row.key: Topic(
-            row.key,
-            row.default_opt_in,
-            frozenset(row.channels) if row.channels is not None else None,
+    topic_rows = conn.execute(
+        select(topics.c.key, topics.c.default_opt_in, topics.c.channels).where(
+            topics.c.workspace_id == workspace_id
         )
+    )
+    known = tuple(
+        (row.key, row.default_opt_in, tuple(row.channels) if row.channels is not None else None)
         for row in topic_rows
-    }
+    )
+    return _rules(orjson.dumps(stored, option=orjson.OPT_SORT_KEYS), known)
+
+
+@lru_cache(maxsize=256)
+def _rules(stored_json: bytes, known: tuple[tuple[Any, ...], ...]) -> Rules:
+    """The same stored rules give the same ``Rules`` object, claim after claim: the policy
+    keeps what it works out once per ask and per contact state on it."""
+    stored = orjson.loads(stored_json)
     extra: dict[str, Any] = {}
     if stored.get("countryApps"):  # per country, over the built-in table
         extra["country_apps"] = {
@@ -97,7 +107,10 @@ def rules_for(conn: Connection, workspace_id: int) -> Rules:
     if stored.get("costs"):
         extra["costs"] = {**DEFAULT_COSTS, **stored["costs"]}
     return Rules(
-        topics=known,
+        topics={
+            key: Topic(key, opt_in, frozenset(channels) if channels is not None else None)
+            for key, opt_in, channels in known
+        },
         caps=tuple(cap_rule(cap) for cap in stored.get("caps", [])),
         quiet_hours=tuple(quiet_window(q) for q in stored.get("quietHours", [])),
         **extra,
