@@ -22,22 +22,19 @@ Rules kept here:
   outbox: two workers never advance one run for the same timer;
 - a webhook step's JSON answer joins the run's context once the call is made, under the
   step's id; steps that run after that see it as ``{{ data.<step id> }}``;
-- a batch is read and written as a batch: its runs, message owners, contacts and earlier
-  runs with one statement each; run states (new runs included, their ids taken up front),
-  counts and sends (``junction.store.journey_sends``) once, when it ends. Its statements go
-  straight to the driver (``junction.store.raw``);
+- a batch is read and written as a batch (``junction.store.journey_batch``): its runs,
+  message owners, contacts and earlier runs with one statement each; run states, counts and
+  sends (``junction.store.journey_sends``) once, when it ends;
 - a send a step cannot make (no address on that channel, no such template) is counted as
   ``failed`` on its step and the run goes on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import structlog
 from sqlalchemy import Connection, select
 
 from junction.domain.journeys import (
@@ -47,7 +44,6 @@ from junction.domain.journeys import (
     Finished,
     JourneyDefinition,
     ProfileUpdate,
-    RunState,
     SendIntent,
     SetTimer,
     TimerFired,
@@ -55,272 +51,19 @@ from junction.domain.journeys import (
     WebhookCall,
     advance,
 )
-from junction.errors import Conflict, InvalidInput
+from junction.errors import Conflict
 from junction.store import journeys as definitions
-from junction.store import outbox, sends
-from junction.store.journey_sends import PendingSend, queue_together, simple
+from junction.store import outbox
+from junction.store.journey_batch import FINAL as FINAL  # statuses of an ended run
+from junction.store.journey_batch import RUN_COLUMNS, UNFINISHED, Batch, JourneyRef, Run
 from junction.store.providers import provider_for
 from junction.store.raw import Raw
 from junction.store.tables import contacts, messages
 
-log = structlog.get_logger(__name__)
-FINAL = ("completed", "exited", "converted")
 ENGAGEMENT_OF_EVENT = {name: kind for kind, name in EVENT_FOR_ENGAGEMENT.items()}
 # Lifecycle events of a journey's own messages that no run reacts to (a webhook call's
 # ``message.sent`` excepted: it carries the answer).
 _NOTHING_FOR_RUNS = frozenset({"message.queued", "message.sent"})
-_UNFINISHED = "status NOT IN ('completed', 'exited', 'converted')"
-_RUN_COLUMNS = "id, workspace_id, journey_id, version, contact_id, state"
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    id: int
-    workspace_id: int
-    journey_id: int
-    version: int
-    contact_id: int
-    state: RunState
-
-
-@dataclass(frozen=True, slots=True)
-class _Journey:
-    """What entering needs of a journey's row."""
-
-    id: int
-    workspace_id: int
-    current_version: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Earlier:
-    """A run a person had of a journey, for its entry rules."""
-
-    id: int
-    entered_at: datetime
-    status: str
-
-
-class _Work:
-    """One batch's transaction: what it has read (definitions, contacts, runs at their latest
-    state) and what it will write (run states, counts, sends), written once at the end.
-
-    Runs are read for many people at once (``load_open_runs``, ``load_runs``,
-    ``load_earlier``); a run this batch has moved is always taken at its new state, its
-    row being written only when the batch ends."""
-
-    def __init__(self, conn: Connection, now: datetime) -> None:
-        self.conn = conn
-        self.now = now
-        self.raw = Raw(conn)
-        self._lock = " FOR UPDATE" if self.raw.postgres else ""
-        self._definitions: dict[tuple[int, int], JourneyDefinition] = {}
-        self._contacts: dict[int, tuple[str | None, dict[str, Any]]] = {}
-        self.runs: dict[int, Run] = {}  # every run read or moved, at its latest state
-        self._open: dict[int, list[int]] = {}  # unfinished runs by contact, loaded ones
-        self._earlier: dict[tuple[int, int], list[_Earlier]] = {}
-        self._entered: list[int] = []  # runs this batch started: rows to insert
-        self._entered_by_contact: dict[int, list[int]] = {}
-        self._last_id: int | None = None
-        self._writes: dict[int, tuple[Any, ...]] = {}
-        self._counts: dict[tuple[int, str, str], int] = {}
-        self.sends: list[PendingSend] = []  # the simple ones, queued together at the end
-        self._senders: list[Run] = []  # the run of each
-
-    def definition(self, journey_id: int, version: int) -> JourneyDefinition:
-        key = (journey_id, version)
-        found = self._definitions.get(key)
-        if found is None:
-            found = self._definitions[key] = definitions.load_fast(self.raw, journey_id, version)
-        return found
-
-    # --- reading, for many at once ---------------------------------------------------------
-
-    def prefetch(self, contact_ids: Iterable[int]) -> None:
-        wanted = {c for c in contact_ids if c not in self._contacts}
-        rows = self.raw.rows_in(
-            "SELECT id, user_id, traits, timezone FROM contacts WHERE id IN ({})", wanted
-        )
-        for contact_id, user_id, traits, timezone in rows:
-            self._contacts[contact_id] = (
-                user_id,
-                {**(self.raw.read_json(traits) or {}), "timezone": timezone},
-            )
-
-    def contact(self, contact_id: int) -> tuple[str | None, dict[str, Any]]:
-        if contact_id not in self._contacts:
-            self.prefetch([contact_id])
-        return self._contacts.get(contact_id, (None, {}))
-
-    def traits_changed(self, contact_id: int, values: dict[str, Any]) -> None:
-        user_id, contact = self.contact(contact_id)
-        self._contacts[contact_id] = (user_id, {**contact, **values})
-
-    def _known(self, rows: list[Any]) -> list[Run]:
-        """Runs from rows, those this batch holds at their latest state."""
-        found = []
-        for run_id, workspace_id, journey_id, version, contact_id, state in rows:
-            run = self.runs.get(run_id)
-            if run is None:
-                run = self.runs[run_id] = Run(
-                    run_id,
-                    workspace_id,
-                    journey_id,
-                    version,
-                    contact_id,
-                    RunState.from_dict(self.raw.read_json(state)),
-                )
-            found.append(run)
-        return found
-
-    def load_open_runs(self, contact_ids: Iterable[int]) -> None:
-        """The unfinished runs of these people (locked on PostgreSQL)."""
-        wanted = sorted({c for c in contact_ids if c not in self._open})
-        for contact_id in wanted:
-            self._open[contact_id] = []
-        rows = self.raw.rows_in(
-            f"SELECT {_RUN_COLUMNS} FROM journey_runs WHERE {_UNFINISHED} "
-            f"AND contact_id IN ({{}}) ORDER BY id{self._lock}",
-            wanted,
-        )
-        for run in self._known(rows):
-            self._open[run.contact_id].append(run.id)
-        for contact_id in wanted:  # runs entered by this batch have no row yet
-            self._open[contact_id].extend(self._entered_by_contact.get(contact_id, []))
-
-    def open_runs(self, contact_id: int) -> list[Run]:
-        if contact_id not in self._open:
-            self.load_open_runs([contact_id])
-        return [self.runs[run_id] for run_id in self._open[contact_id]]
-
-    def load_runs(self, run_ids: Iterable[int]) -> None:
-        """These runs, if unfinished (locked on PostgreSQL)."""
-        wanted = sorted({r for r in run_ids if r not in self.runs})
-        rows = self.raw.rows_in(
-            f"SELECT {_RUN_COLUMNS} FROM journey_runs WHERE {_UNFINISHED} "
-            f"AND id IN ({{}}) ORDER BY id{self._lock}",
-            wanted,
-        )
-        self._known(rows)
-
-    def load_earlier(self, journey_id: int, contact_ids: Iterable[int]) -> None:
-        """The runs these people had of a journey, for its entry rules."""
-        wanted = sorted({c for c in contact_ids if (journey_id, c) not in self._earlier})
-        for contact_id in wanted:
-            self._earlier[(journey_id, contact_id)] = []
-        rows = self.raw.rows_in(
-            "SELECT id, contact_id, entered_at, status FROM journey_runs "
-            "WHERE journey_id = ? AND contact_id IN ({}) ORDER BY id",
-            wanted,
-            before=(journey_id,),
-        )
-        for run_id, contact_id, entered_at, status in rows:
-            entered = self.raw.read_time(entered_at)
-            assert entered is not None
-            self._earlier[(journey_id, contact_id)].append(_Earlier(run_id, entered, status))
-
-    def earlier(self, journey_id: int, contact_id: int) -> list[_Earlier]:
-        if (journey_id, contact_id) not in self._earlier:
-            self.load_earlier(journey_id, [contact_id])
-        return self._earlier[(journey_id, contact_id)]
-
-    def status(self, earlier: _Earlier) -> str:
-        run = self.runs.get(earlier.id)
-        return run.state.status if run is not None and run.state is not None else earlier.status
-
-    # --- writing, once per batch -----------------------------------------------------------
-
-    def insert_run(self, journey: _Journey, contact_id: int) -> Run:
-        """A new run, at no step yet: its row is written when the batch ends, with the state
-        its first advance (made at once) gives it."""
-        run_id = self._new_run_id()
-        self._entered.append(run_id)
-        self._entered_by_contact.setdefault(contact_id, []).append(run_id)
-        self.earlier(journey.id, contact_id).append(_Earlier(run_id, self.now, "active"))
-        if contact_id in self._open:
-            self._open[contact_id].append(run_id)
-        state: Any = None  # until that first advance
-        run = Run(
-            run_id, journey.workspace_id, journey.id, journey.current_version, contact_id, state
-        )
-        self.runs[run_id] = run
-        return run
-
-    def _new_run_id(self) -> int:
-        """The id the next run will have. SQLite: after the highest, as SQLite would choose
-        it (a write transaction holds the database's one write lock, so nobody else takes
-        it). PostgreSQL: from the id sequence."""
-        if self.raw.postgres:
-            found = self.raw.one("SELECT nextval(pg_get_serial_sequence('journey_runs', 'id'))")
-            return int(found[0])
-        if self._last_id is None:
-            self._last_id = int(self.raw.one("SELECT coalesce(max(id), 0) FROM journey_runs")[0])
-        self._last_id += 1
-        return self._last_id
-
-    def count(self, journey_id: int, step: str, metric: str, amount: int = 1) -> None:
-        key = (journey_id, step, metric)
-        self._counts[key] = self._counts.get(key, 0) + amount
-
-    def write(self, run: Run, state: RunState, wake_at: datetime | None) -> None:
-        """The run's new state (and timer), written when the batch ends."""
-        self.runs[run.id] = Run(
-            run.id, run.workspace_id, run.journey_id, run.version, run.contact_id, state
-        )
-        self._writes[run.id] = (state, wake_at)
-
-    def flush(self) -> None:
-        if self.sends:
-            outcomes = queue_together(self.conn, self.raw, self.sends, self._send_alone, self.now)
-            for run, pending, outcome in zip(self._senders, self.sends, outcomes, strict=True):
-                self.count(run.journey_id, pending.intent.step, outcome)
-            self.sends.clear()
-            self._senders.clear()
-        if self._writes:
-            now, time, json = self.raw.time(self.now), self.raw.time, self.raw.json
-            entered = []
-            for run_id in self._entered:
-                run, (state, wake) = self.runs[run_id], self._writes.pop(run_id)
-                entered.append(
-                    (
-                        *(run_id, run.workspace_id, run.journey_id, run.version, run.contact_id),
-                        *(state.status, state.step, json(state.to_dict()), time(wake), now, now),
-                    )
-                )
-            self.raw.many(
-                "INSERT INTO journey_runs (id, workspace_id, journey_id, version, contact_id, "
-                "status, step, state, wake_at, entered_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                entered,
-            )
-            self._entered.clear()
-            self._entered_by_contact.clear()
-            self.raw.many(
-                "UPDATE journey_runs SET status = ?, step = ?, state = ?, wake_at = ?, "
-                "updated_at = ? WHERE id = ?",
-                [
-                    (state.status, state.step, json(state.to_dict()), time(wake), now, run_id)
-                    for run_id, (state, wake) in self._writes.items()
-                ],
-            )
-            self._writes.clear()
-        if self._counts:
-            definitions.add_counts(self.raw, self._counts)
-            self._counts.clear()
-
-    def send(self, run: Run, user_id: str | None, intent: SendIntent, event: Any) -> None:
-        """Queue a step's send: a simple one with the batch's others, when it ends."""
-        if simple(intent) and user_id is not None:
-            self.sends.append(PendingSend(run.workspace_id, run.contact_id, intent, event))
-            self._senders.append(run)
-            return
-        outcome = _send(self.conn, run, user_id, intent, event, self.now)
-        self.count(run.journey_id, intent.step, outcome)
-
-    def _send_alone(self, position: int) -> str:
-        run, pending = self._senders[position], self.sends[position]
-        user_id = self.contact(run.contact_id)[0]
-        return _send(self.conn, run, user_id, pending.intent, pending.event, self.now)
 
 
 def enter(
@@ -333,10 +76,10 @@ def enter(
 ) -> int | None:
     """Enter one person into an active journey; the run's id, or None when its entry rules
     keep them out."""
-    work = _Work(conn, now)
+    work = Batch(conn, now)
     run_id = _enter(
         work,
-        _Journey(journey.id, journey.workspace_id, journey.current_version),
+        JourneyRef(journey.id, journey.workspace_id, journey.current_version),
         contact_id,
         context,
         event,
@@ -346,8 +89,8 @@ def enter(
 
 
 def _enter(
-    work: _Work,
-    journey: _Journey,
+    work: Batch,
+    journey: JourneyRef,
     contact_id: int,
     context: dict[str, Any],
     event: dict[str, Any] | None,
@@ -369,7 +112,7 @@ def _enter(
     return run.id
 
 
-def _advance(work: _Work, run: Run, definition: JourneyDefinition, trigger: Trigger) -> bool:
+def _advance(work: Batch, run: Run, definition: JourneyDefinition, trigger: Trigger) -> bool:
     """Advance one run and carry out its effects; False when the trigger changed nothing."""
     conn, now = work.conn, work.now
     user_id, contact = work.contact(run.contact_id)
@@ -404,35 +147,6 @@ def _advance(work: _Work, run: Run, definition: JourneyDefinition, trigger: Trig
         wake_at = state.waiting.until
     work.write(run, state, wake_at)
     return True
-
-
-def _send(
-    conn: Connection,
-    run: Run,
-    user_id: str | None,
-    intent: SendIntent,
-    event: dict[str, Any] | None,
-    now: datetime,
-) -> str:
-    if user_id is None:
-        return "failed"  # an anonymous contact has no one to send to yet
-    request = sends.SendRequest(
-        channel=intent.channel or (intent.channels or ("email",))[0],
-        to={"userId": user_id},
-        content=intent.content,
-        template=intent.template,
-        data=intent.data or None,
-        event=event,
-        category=intent.category,
-        channels=tuple(intent.channels or ()),
-    )
-    try:
-        with conn.begin_nested():  # a refused send writes nothing, and the run goes on
-            sends.queue(conn, run.workspace_id, request, intent.key, now)
-    except InvalidInput as error:
-        log.info("journey send not made", run=run.id, step=intent.step, reason=error.message)
-        return "failed"
-    return "sent"
 
 
 def _call(conn: Connection, run: Run, call: WebhookCall, now: datetime) -> str:
@@ -471,14 +185,14 @@ def _update_profile(
 
 def fire_timers(conn: Connection, now: datetime, limit: int = 500) -> int:
     """Advance runs whose timer is due; returns how many were claimed."""
-    work = _Work(conn, now)
+    work = Batch(conn, now)
     lock = " FOR UPDATE SKIP LOCKED" if work.raw.postgres else ""
     rows = work.raw.rows(
-        f"SELECT {_RUN_COLUMNS} FROM journey_runs WHERE wake_at <= ? AND {_UNFINISHED} "
+        f"SELECT {RUN_COLUMNS} FROM journey_runs WHERE wake_at <= ? AND {UNFINISHED} "
         f"ORDER BY id LIMIT ?{lock}",
         (work.raw.time(now), limit),
     )
-    due = work._known(rows)
+    due = work.known(rows)
     work.prefetch(run.contact_id for run in due)
     trigger = TimerFired(at=now)
     stale = [
@@ -503,7 +217,7 @@ def fire_schedules(conn: Connection, now: datetime) -> int:
 
     A firing missed while nothing ran is not made up for: the next one is the next after now.
     """
-    work = _Work(conn, now)
+    work = Batch(conn, now)
     raw = work.raw
     lock = " FOR UPDATE SKIP LOCKED" if raw.postgres else ""
     due = raw.rows(
@@ -513,7 +227,7 @@ def fire_schedules(conn: Connection, now: datetime) -> int:
     )
     entered = 0
     for journey_id, workspace_id, version, next_fire_at in due:
-        journey = _Journey(journey_id, workspace_id, version)
+        journey = JourneyRef(journey_id, workspace_id, version)
         definition = work.definition(journey_id, version)
         fired = raw.read_time(next_fire_at)
         assert fired is not None
@@ -559,7 +273,7 @@ def pending_events(conn: Connection, now: datetime, grace: timedelta) -> bool:
 def due_timers(conn: Connection, now: datetime) -> bool:
     raw = Raw(conn)
     found = raw.one(
-        f"SELECT id FROM journey_runs WHERE wake_at <= ? AND {_UNFINISHED} LIMIT 1",
+        f"SELECT id FROM journey_runs WHERE wake_at <= ? AND {UNFINISHED} LIMIT 1",
         (raw.time(now),),
     )
     return found is not None
@@ -576,7 +290,7 @@ class _Event:
 
 def on_events(conn: Connection, now: datetime, grace: timedelta, limit: int = 500) -> int:
     """Match the next stored events to journeys and runs; returns how many were read."""
-    work = _Work(conn, now)
+    work = Batch(conn, now)
     raw = work.raw
     cursor = _read_cursor(raw)
     rows = raw.rows(
@@ -609,7 +323,7 @@ def on_events(conn: Connection, now: datetime, grace: timedelta, limit: int = 50
     return read
 
 
-def _route_events(work: _Work, batch: list[_Event]) -> None:
+def _route_events(work: Batch, batch: list[_Event]) -> None:
     """Read what the batch's events need — their runs, the runs that sent their messages,
     the journeys they start and their people — then route each, in order."""
     raw = work.raw
@@ -653,7 +367,7 @@ def _route_events(work: _Work, batch: list[_Event]) -> None:
                 )
 
 
-def _route_message_event(work: _Work, event: _Event, run_id: int, message_key: str) -> None:
+def _route_message_event(work: Batch, event: _Event, run_id: int, message_key: str) -> None:
     """An event about a message: only the run that sent it cares."""
     run = work.runs.get(run_id)
     if run is None or run.state is None or run.state.final:
@@ -672,9 +386,9 @@ def _route_message_event(work: _Work, event: _Event, run_id: int, message_key: s
 
 def _journeys_started_by(
     raw: Raw, names: set[tuple[int, str]]
-) -> dict[tuple[int, str], list[_Journey]]:
+) -> dict[tuple[int, str], list[JourneyRef]]:
     """The active journeys each (workspace, event name) enters people into."""
-    found: dict[tuple[int, str], list[_Journey]] = {}
+    found: dict[tuple[int, str], list[JourneyRef]] = {}
     if not names:
         return found
     rows = raw.rows_in(
@@ -686,12 +400,12 @@ def _journeys_started_by(
     for journey_id, workspace_id, version, name in rows:
         if (workspace_id, name) in names:
             found.setdefault((workspace_id, name), []).append(
-                _Journey(journey_id, workspace_id, version)
+                JourneyRef(journey_id, workspace_id, version)
             )
     return found
 
 
-def _keep_webhook_answer(work: _Work, run: Run, message_id: Any, message_key: str) -> None:
+def _keep_webhook_answer(work: Batch, run: Run, message_id: Any, message_key: str) -> None:
     """A webhook step's JSON answer joins the run's context, as ``{{ data.<step id> }}``
     for the sends after it."""
     found = work.conn.execute(

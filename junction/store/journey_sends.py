@@ -19,15 +19,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection
 
 from junction.domain.journeys import SendIntent
 from junction.domain.sending import DEVICE_CHANNELS, check_category
-from junction.errors import NotFound
-from junction.store import outbox, templates
+from junction.errors import InvalidInput, NotFound
+from junction.store import outbox, sends, templates
 from junction.store.providers import provider_for
 from junction.store.raw import Raw
 
+log = structlog.get_logger(__name__)
 # Channels whose template sends are queued for a whole batch at once, and the address kind
 # each reaches. Others (chat windows, web push keys, "best of") take the single-send path.
 BATCHED_CHANNELS = {"email": "email", "sms": "phone", "voice": "phone", "push": "push"}
@@ -141,3 +143,35 @@ def _plan(conn: Connection, workspace_id: int, template: str, channel: str) -> _
     if compiled.block(channel, None) is None:
         return _Plan(compiled.version, None)
     return _Plan(compiled.version, provider_for(conn, workspace_id, channel))
+
+
+def send_alone(
+    conn: Connection,
+    workspace_id: int,
+    run_id: int,
+    user_id: str | None,
+    intent: SendIntent,
+    event: dict[str, Any] | None,
+    now: datetime,
+) -> str:
+    """Queue one send through the API's single-send path, in a savepoint: ``sent``, or
+    ``failed`` when it is refused (it then writes nothing)."""
+    if user_id is None:
+        return "failed"  # an anonymous contact has no one to send to yet
+    request = sends.SendRequest(
+        channel=intent.channel or (intent.channels or ("email",))[0],
+        to={"userId": user_id},
+        content=intent.content,
+        template=intent.template,
+        data=intent.data or None,
+        event=event,
+        category=intent.category,
+        channels=tuple(intent.channels or ()),
+    )
+    try:
+        with conn.begin_nested():  # a refused send writes nothing, and the run goes on
+            sends.queue(conn, workspace_id, request, intent.key, now)
+    except InvalidInput as error:
+        log.info("journey send not made", run=run_id, step=intent.step, reason=error.message)
+        return "failed"
+    return "sent"
