@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
+from junction.store.sql import driver_json, sqlite_time
+
 # SQLite's default limit on bound parameters is 999 in old builds: stay under it.
 CHUNK = 900
 
@@ -27,9 +29,8 @@ def _for_psycopg(statement: str) -> str:
     return statement.replace("?", "%s")
 
 
-@lru_cache(maxsize=4096)  # a batch writes the same few times (its now, the wake-ups it sets)
-def _sqlite_time(value: datetime) -> str:
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+# A batch writes the same few times (its now, the wake-ups it sets).
+_sqlite_time = lru_cache(maxsize=4096)(sqlite_time)
 
 
 class Raw:
@@ -87,10 +88,7 @@ class Raw:
         moment: datetime = value
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
-    @staticmethod
-    def json(value: Any) -> str | None:
-        """JSON text for a JSON column; None stays SQL NULL."""
-        return None if value is None else orjson.dumps(value).decode()
+    json = staticmethod(driver_json)  # JSON text for a JSON column; None stays SQL NULL
 
     def read_json(self, value: Any) -> Any:
         """A JSON column's value: text on SQLite, already decoded by psycopg."""

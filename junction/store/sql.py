@@ -63,19 +63,18 @@ def marker(conn: Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
+def sqlite_time(value: datetime) -> str:
+    """An aware datetime as ``UtcDateTime`` stores it on SQLite: naive UTC text."""
+    if value.tzinfo is not UTC:  # most instants are UTC already: no conversion
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 def driver_time(conn: Connection) -> Callable[[datetime | None], Any]:
     """How to hand an aware datetime to the driver, as ``UtcDateTime`` would store it."""
     if conn.dialect.name != "sqlite":
         return lambda value: value
-
-    def sqlite_text(value: datetime | None) -> str | None:
-        if value is None:
-            return None
-        if value.tzinfo is not UTC:  # most instants are UTC already: no conversion
-            value = value.astimezone(UTC)
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-    return sqlite_text
+    return lambda value: None if value is None else sqlite_time(value)
 
 
 def driver_json(value: Any) -> str | None:
