@@ -30,7 +30,6 @@ target=>=10000/s``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import json
 import logging
@@ -49,6 +48,7 @@ import structlog
 from sqlalchemy import func, select
 
 from junction.clock import VirtualClock
+from junction.engine import loop
 from junction.engine.campaigns import CampaignEngine
 from junction.engine.dispatcher import Dispatcher
 from junction.store import campaigns, migrate, templates
@@ -163,7 +163,7 @@ def junction(workdir: Path, n: int, profile: bool, queue_only: bool) -> dict[str
             pass
     else:  # as a worker runs it: the dispatcher's rounds queue and send, interleaved
         say(f"  {frozen - started:.1f} s; queueing and dispatching…")
-        asyncio.run(Dispatcher(database, clock).drain())
+        loop.run(Dispatcher(database, clock).drain())  # as `junction worker` runs it
     done = time.perf_counter()
     if profiler:
         profiler.disable()

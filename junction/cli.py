@@ -700,6 +700,7 @@ def serve(
     import uvicorn
 
     from junction.api.app import create_app
+    from junction.engine import loop
     from junction.logs import configure_logging
     from junction.store import migrate
 
@@ -710,6 +711,7 @@ def serve(
     if demo:
         _print_demo_key(settings, database, host or settings.host, port or settings.port)
     api = create_app(settings, database, run_dispatcher=True)
+    loop.settle_collector()
     uvicorn.run(
         api,
         host=host or settings.host,
