@@ -22,7 +22,7 @@ Rules kept here:
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta
 from functools import lru_cache
@@ -153,13 +153,16 @@ def route(conn: Connection, rows: Sequence[Any], now: datetime) -> list[Routed]:
     rules = {ws: rules_for(conn, ws) for ws in {row.workspace_id for row in deciding}}
     routed = []
     offers: Offers = {}
+    asks: dict[tuple[Any, ...], Ask] = {}
     providers: dict[tuple[int, str], str] = {}  # one lookup per channel a claim chooses
+    still_to_decide = Counter(row.contact_id for row in deciding)
     for row in rows:
         if not needs_policy(row):
             routed.append(Routed(row, None, row.channel, row.provider, row.to_address, row.content))
             continue
+        still_to_decide[row.contact_id] -= 1
         contact, reach = facts[row.contact_id]
-        ask = _ask(conn, row, offers)
+        ask = _ask(conn, row, offers, asks)
         decision = decide(ask, contact, rules[row.workspace_id], now)
         channel = decision.channel or row.channel
         provider, to_address, content = row.provider, row.to_address, row.content
@@ -171,7 +174,8 @@ def route(conn: Connection, rows: Sequence[Any], now: datetime) -> list[Routed]:
                 )
             provider = providers[(row.workspace_id, channel)]
             content = {**_without_beside(row.content), **beside}
-        if decision.action == "send" and row.counts:
+        if decision.action == "send" and row.counts and still_to_decide[row.contact_id]:
+            # Their next message in this claim sees this send.
             at_topic = None if row.category == "transactional" else row.category
             updated = _newest_first([PastSend(now, channel, at_topic), *contact.history])
             facts[row.contact_id] = (dataclasses.replace(contact, history=updated), reach)
@@ -194,7 +198,28 @@ def _without_beside(content: dict[str, Any]) -> dict[str, Any]:
 Offers = dict[tuple[Any, ...], tuple[frozenset[str], frozenset[str]]]
 
 
-def _ask(conn: Connection, row: Any, offers: Offers) -> Ask:
+def _ask(conn: Connection, row: Any, offers: Offers, asks: dict[tuple[Any, ...], Ask]) -> Ask:
+    """What the message asks of the policy. A campaign's messages all ask the same: one
+    ``Ask`` per claim serves them (and the policy finds its plan for it by identity)."""
+    content = row.content
+    if "templateKey" not in content:
+        return _new_ask(conn, row, offers)
+    key = (
+        row.workspace_id,
+        row.channel,
+        row.category,
+        row.counts,
+        content["templateKey"],
+        content["templateVersion"],
+        content.get("locale"),
+        orjson.dumps(row.policy, option=orjson.OPT_SORT_KEYS),
+    )
+    if key not in asks:
+        asks[key] = _new_ask(conn, row, offers)
+    return asks[key]
+
+
+def _new_ask(conn: Connection, row: Any, offers: Offers) -> Ask:
     policy = row.policy or {}
     candidates = tuple(policy.get("channels") or (row.channel,))
     content = row.content
