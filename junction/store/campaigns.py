@@ -590,8 +590,8 @@ def _queue(
         for contact_id, variant in due
         if (key := f"campaign:{row.id}:{contact_id}") in ids
     ]
-    mark = marker(conn)
     if queued:  # one row per recipient, straight to the driver
+        mark = marker(conn)
         conn.exec_driver_sql(
             f"UPDATE campaign_recipients SET status = {mark}, variant = {mark}, "
             f"message_id = {mark}, queued_at = {mark} "

@@ -296,7 +296,7 @@ def _facts(
     contact_ids = list(people)
     statuses: dict[int, dict[str, str]] = defaultdict(dict)
     reach: dict[int, Reach] = defaultdict(dict)
-    # Straight to the driver: these four reads run for every claim, and SQLAlchemy's
+    # Straight to the driver: these reads run for every claim, and SQLAlchemy's
     # statement and row handling cost more than SQLite's own work.
     raw = Raw(conn)
     by_kind: dict[int, dict[str, list[_Address]]] = defaultdict(lambda: defaultdict(list))
