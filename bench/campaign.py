@@ -54,7 +54,7 @@ from junction.engine.dispatcher import Dispatcher
 from junction.store import campaigns, migrate, templates
 from junction.store.database import Database
 from junction.store.preferences import save_topic, set_rules
-from junction.store.sql import driver_time
+from junction.store.sql import driver_time, sqlite_time
 from junction.store.tables import messages
 from junction.store.workspaces import create_workspace
 
@@ -97,7 +97,7 @@ def set_up(database: Database, n: int) -> int:
         save_topic(conn, workspace, "offers", name="Offers", now=START)
         caps = {"caps": [{"id": "weekly", "limit": 3, "per": {"amount": 7, "unit": "days"}}]}
         set_rules(conn, workspace, caps, START)
-    at = driver_time_sqlite(START)
+    at = sqlite_time(START)
     for first in range(0, n, 50_000):
         people = range(first, min(n, first + 50_000))
         with database.write() as conn:
@@ -124,10 +124,6 @@ def set_up(database: Database, n: int) -> int:
                 rows,
             )
     return workspace
-
-
-def driver_time_sqlite(value: datetime) -> str:
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _inline_threads() -> None:

@@ -46,8 +46,9 @@ from junction.errors import Conflict, FieldError, InvalidInput, NotFound
 from junction.store import outbox, templates
 from junction.store.definitions import validated
 from junction.store.providers import provider_for
+from junction.store.raw import Raw
 from junction.store.segments import audience
-from junction.store.sql import driver_time, insert_rows_fast, marker
+from junction.store.sql import driver_time, insert_rows_fast
 from junction.store.tables import (
     campaign_recipients,
     campaigns,
@@ -590,14 +591,12 @@ def _queue(
         for contact_id, variant in due
         if (key := f"campaign:{row.id}:{contact_id}") in ids
     ]
-    if queued:  # one row per recipient, straight to the driver
-        mark = marker(conn)
-        conn.exec_driver_sql(
-            f"UPDATE campaign_recipients SET status = {mark}, variant = {mark}, "
-            f"message_id = {mark}, queued_at = {mark} "
-            f"WHERE campaign_id = {mark} AND contact_id = {mark}",
-            queued,
-        )
+    # One row per recipient, straight to the driver.
+    Raw(conn).many(
+        "UPDATE campaign_recipients SET status = ?, variant = ?, message_id = ?, queued_at = ? "
+        "WHERE campaign_id = ? AND contact_id = ?",
+        queued,
+    )
     if skipped:
         conn.execute(
             campaign_recipients.update()

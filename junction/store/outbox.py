@@ -20,7 +20,8 @@ from sqlalchemy import Connection, and_, bindparam, or_, select, update
 from junction.store import routing
 from junction.store.lifecycle import Change, record_changes
 from junction.store.namespaces import contact_namespace
-from junction.store.sql import driver_json, driver_time, insert_rows_fast, marker
+from junction.store.raw import Raw
+from junction.store.sql import driver_json, driver_time, insert_rows_fast
 from junction.store.tables import contacts, message_attempts, messages
 
 QUEUED = "queued"
@@ -234,13 +235,12 @@ def claim_batch(
         conn.execute(update(messages).where(messages.c.id.in_(as_queued)).values(**claimed))
     decided = [r for r in sending if r.decision is not None]
     if decided:  # one row each, straight to the driver: this runs for every message
-        time, mark = driver_time(conn), marker(conn)
+        time = driver_time(conn)
         until, at = time(now + lease), time(now)
-        conn.exec_driver_sql(
-            f"UPDATE messages SET status = '{SENDING}', lease_until = {mark}, "
-            f"attempts = attempts + 1, due_at = {mark}, updated_at = {mark}, "
-            f"channel = {mark}, provider = {mark}, to_address = {mark}, content = {mark}, "
-            f"decisions = {mark} WHERE id = {mark}",
+        Raw(conn).many(
+            f"UPDATE messages SET status = '{SENDING}', lease_until = ?, attempts = attempts + 1, "
+            "due_at = ?, updated_at = ?, channel = ?, provider = ?, to_address = ?, "
+            "content = ?, decisions = ? WHERE id = ?",
             [
                 (
                     until,
@@ -339,13 +339,11 @@ def record(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None
     if not outcomes:
         return
     time = driver_time(conn)
-    mark = marker(conn)
     at = time(now)
-    conn.exec_driver_sql(
-        f"UPDATE messages SET status = {mark}, due_at = {mark}, lease_until = NULL, "
-        f"last_error = {mark}, provider_message_id = {mark}, details = {mark}, "
-        f"fallback_at = {mark}, updated_at = {mark} "
-        f"WHERE id = {mark} AND status = '{SENDING}'",
+    Raw(conn).many(
+        "UPDATE messages SET status = ?, due_at = ?, lease_until = NULL, last_error = ?, "
+        "provider_message_id = ?, details = ?, fallback_at = ?, updated_at = ? "
+        f"WHERE id = ? AND status = '{SENDING}'",
         [
             (
                 QUEUED if o.status == FALLBACK else o.status,

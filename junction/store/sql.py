@@ -48,7 +48,7 @@ def insert_rows_fast(
     Without ``on``, a clash is an error, as with a plain insert."""
     if not rows:
         return
-    mark = marker(conn)
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     statement = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
         f"VALUES ({', '.join([mark] * len(columns))})"
@@ -56,11 +56,6 @@ def insert_rows_fast(
     if on:
         statement += f" ON CONFLICT ({', '.join(on)}) DO NOTHING"
     conn.exec_driver_sql(statement, list(rows))
-
-
-def marker(conn: Connection) -> str:
-    """The driver's parameter placeholder, for statements sent with ``exec_driver_sql``."""
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 def sqlite_time(value: datetime) -> str:
