@@ -13,7 +13,6 @@ Rules kept here:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,11 +89,9 @@ class Personaliser:
                     suppressed.append((message, f"rendered content does not fit: {reasons}"))
                     continue
                 ready.append(
-                    dataclasses.replace(
-                        message,
-                        content=_with_address_details(message.content, rendered.content),
-                        links=tuple(rendered.links),
-                        rendered=True,
+                    message.rendered_as(
+                        _with_address_details(message.content, rendered.content),
+                        tuple(rendered.links),
                     )
                 )
         return ready, suppressed

@@ -73,6 +73,27 @@ class Claimed:
     rendered: bool = False  # content came from a template at claim time
     policy: dict[str, Any] | None = None  # what the message asked of reachability
 
+    def rendered_as(self, content: dict[str, Any], links: tuple[str, ...]) -> Claimed:
+        """This message with its template rendered (``dataclasses.replace``, without its
+        per-field introspection: this runs for every templated message)."""
+        return Claimed(
+            id=self.id,
+            workspace_id=self.workspace_id,
+            idempotency_key=self.idempotency_key,
+            channel=self.channel,
+            provider=self.provider,
+            to_address=self.to_address,
+            content=content,
+            category=self.category,
+            contact_id=self.contact_id,
+            attempts=self.attempts,
+            locale=self.locale,
+            contact=self.contact,
+            links=links,
+            rendered=True,
+            policy=self.policy,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:

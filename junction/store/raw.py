@@ -29,10 +29,6 @@ def _for_psycopg(statement: str) -> str:
     return statement.replace("?", "%s")
 
 
-# A batch writes the same few times (its now, the wake-ups it sets).
-_sqlite_time = lru_cache(maxsize=4096)(sqlite_time)
-
-
 class Raw:
     """A cursor on ``conn``'s transaction, with the conversions its dialect needs."""
 
@@ -78,7 +74,7 @@ class Raw:
         """An aware datetime as the driver takes it (SQLite: naive UTC text)."""
         if value is None or not self.sqlite:
             return value
-        return _sqlite_time(value)
+        return sqlite_time(value)
 
     def read_time(self, value: Any) -> datetime | None:
         if value is None:

@@ -285,7 +285,18 @@ Reach = dict[str, tuple[str, dict[str, Any]]]  # channel -> (address, what goes 
 class _Address(NamedTuple):
     value: str
     status: str
-    details: dict[str, Any] | None
+    details: Any  # as the driver gives it: read only for the kinds that use it
+
+
+def _rank(address: _Address) -> int:
+    return _RANK.get(address.status, 9)
+
+
+# The channels each kind of address serves (a phone: SMS, voice and WhatsApp).
+_CHANNELS_OF: dict[str, tuple[str, ...]] = defaultdict(tuple)
+for _channel, _kind in CHANNEL_ADDRESS.items():
+    if _kind is not None:
+        _CHANNELS_OF[str(_kind)] += (_channel,)
 
 
 def _facts(
@@ -305,24 +316,28 @@ def _facts(
         "WHERE contact_id IN ({}) ORDER BY updated_at DESC, id DESC",
         contact_ids,
     ):
-        by_kind[contact_id][kind].append(_Address(value, status, raw.read_json(details)))
+        by_kind[contact_id][kind].append(_Address(value, status, details))
     phone_country: dict[int, str] = {}
     for contact_id, kinds in by_kind.items():
-        for phone in kinds.get("phone", []):
-            if phone.details and phone.details.get("country"):
-                phone_country.setdefault(contact_id, phone.details["country"])
-        for channel, kind in CHANNEL_ADDRESS.items():
-            if kind is None or str(kind) not in kinds:
-                continue
-            found = min(kinds[str(kind)], key=lambda a: _RANK.get(a.status, 9))  # first best
-            statuses[contact_id][channel] = found.status
-            # An unsubscribed address still takes what the policy lets through to it
-            # (transactional mail); bounced and invalid ones take nothing.
-            if found.status in ("active", "unverified", "unsubscribed"):
-                beside = {}
-                if channel == "web_push" and found.details:
-                    beside = {"subscription_keys": found.details.get("keys", {})}
-                reach[contact_id][channel] = (found.value, beside)
+        for kind, found_all in kinds.items():
+            if kind == "phone":
+                for phone in found_all:
+                    country = (raw.read_json(phone.details) or {}).get("country")
+                    if country:
+                        phone_country[contact_id] = country
+                        break
+            # The newest of the best status, for every channel the kind of address serves.
+            found = found_all[0] if len(found_all) == 1 else min(found_all, key=_rank)
+            for channel in _CHANNELS_OF.get(kind, ()):
+                statuses[contact_id][channel] = found.status
+                # An unsubscribed address still takes what the policy lets through to it
+                # (transactional mail); bounced and invalid ones take nothing.
+                if found.status in ("active", "unverified", "unsubscribed"):
+                    beside = {}
+                    if channel == "web_push":
+                        keys = (raw.read_json(found.details) or {}).get("keys", {})
+                        beside = {"subscription_keys": keys}
+                    reach[contact_id][channel] = (found.value, beside)
     for contact_id, person in people.items():
         for channel in ("in_app", "content_card"):
             reach[contact_id][channel] = (person.user_id or "", {})
