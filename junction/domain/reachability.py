@@ -546,6 +546,7 @@ class _Outcome:
     settled: Decision | None  # the decision itself when none passed
     # For the common case, where neither caps nor quiet hours stop any of the passed:
     ranking: tuple[tuple[str, int], ...]  # (channel, place) of each passed one
+    channels: tuple[str, ...]  # the channel of each passed one
     cap_indexes: tuple[int, ...]  # the cap rules that apply to any of them
     quiet_channels: frozenset[str]  # those quiet hours may cover
 
@@ -569,12 +570,17 @@ class _Plan:
     # The states are few and the decisions many: each outcome is worked out once.
     outcomes: dict[_State, _Outcome]
     tails: dict[str | None, tuple[_Tail, ...]]  # by country
+    # Decisions to send where neither caps nor quiet hours stop a passed candidate, by what
+    # else ranks them: (id of the outcome, preferred channel, country, engagement on each
+    # passed one). Cleared with the outcomes, so an outcome's id is never reused here.
+    sends: dict[tuple[Any, ...], Decision]
 
 
 _NEVER = 1 << 62
 _MAX_PLANS = 4096
 _MAX_OUTCOMES = 65536
 _MAX_TAILS = 1024
+_MAX_SENDS = 65536
 
 
 def _plan(rules: Rules, ask: Ask) -> _Plan:
@@ -605,7 +611,21 @@ def _make_plan(rules: Rules, ask: Ask) -> _Plan:
             unknown = _unknown_topic(ask)
             nothing = _NOTHING
             return _Plan(
-                ask, unknown, None, (), (), nothing, nothing, (), None, None, _NEVER, False, {}, {}
+                ask,
+                unknown,
+                None,
+                (),
+                (),
+                nothing,
+                nothing,
+                (),
+                None,
+                None,
+                _NEVER,
+                False,
+                {},
+                {},
+                {},
             )
     cap_key = category if category in rules._caps_by_topic else None
     caps = rules._caps_by_topic[cap_key] if topic is not None and not ask.ignore_caps else ()
@@ -637,6 +657,7 @@ def _make_plan(rules: Rules, ask: Ask) -> _Plan:
         _limits(caps) if subject else None,
         min((caps[index].limit for index in subject), default=_NEVER),
         bool(subject) or any(windows for *_, windows in candidates),
+        {},
         {},
         {},
     )
@@ -679,11 +700,13 @@ def _outcome(plan: _Plan, state: _State) -> _Outcome:
         tuple(places),
         settled,
         tuple((channel, place) for channel, place, *_ in passed),
+        tuple(channel for channel, *_ in passed),
         tuple(sorted({index for *_, indexes, _ in passed for index in indexes})),
         frozenset(channel for channel, *_, quiet in passed if quiet is not None),
     )
     if len(plan.outcomes) >= _MAX_OUTCOMES:  # statuses come from data: bound the memory
         plan.outcomes.clear()
+        plan.sends.clear()
     plan.outcomes[state] = outcome
     return outcome
 
@@ -895,6 +918,17 @@ def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Deci
 
     if ranking:
         engagement, preferred = contact.engagement, contact.preferred_channel
+        alike = None
+        if ranking is outcome.ranking:  # contacts alike in what ranks the channels
+            alike = (
+                id(outcome),
+                preferred,
+                contact.country,
+                *map(engagement.get, outcome.channels),
+            )
+            same = plan.sends.get(alike)
+            if same is not None:
+                return same
         tails = plan.tails.get(contact.country) or _tails(rules, plan, contact.country)
         ranked = [
             (
@@ -910,7 +944,12 @@ def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Deci
         else:
             reason = _alone(ranked[0][1])
         considered = tuple(map(_eligible, ranked)) + rejected
-        return Decision("send", ranked[0][1], None, considered, reason)
+        decision = Decision("send", ranked[0][1], None, considered, reason)
+        if alike is not None:
+            if len(plan.sends) >= _MAX_SENDS:  # engagement comes from data: bound the memory
+                plan.sends.clear()
+            plan.sends[alike] = decision
+        return decision
     if quiet_best is not None:
         if ask.quiet == "drop":
             return Decision("suppress", None, None, rejected, "quiet hours")

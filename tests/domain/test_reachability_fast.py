@@ -215,3 +215,29 @@ def standing(ask: Ask, facts: ContactFacts, channel: str) -> tuple[str, ...]:
     if channel in ask.session_only and channel not in facts.open_sessions:
         reasons.append(SESSION_CLOSED)
     return tuple(reasons)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    caps=rules_of_caps,
+    night=st.booleans(),
+    ask=asks,
+    alike=contacts,
+    others=st.lists(
+        st.tuples(st.sampled_from(ZONES), sends, st.integers(0, 3 * 24 * 60)), min_size=2
+    ),
+)
+def test_contacts_alike_in_ranking_share_only_what_they_share(
+    caps, night, ask, alike, others
+) -> None:
+    """Send decisions are remembered by what ranks the channels (preferred channel, country,
+    engagement): people alike in that but not in their timezone or history still get their
+    own caps and quiet hours."""
+    quiet = (QuietHours(time(21), time(8), frozenset({"sms", "push"})),) if night else ()
+    shared = Rules(topics=TOPICS, caps=tuple(caps), quiet_hours=quiet)
+    for tz, history, minutes in others:
+        now = START + timedelta(minutes=minutes)
+        facts = replace(
+            alike, timezone=tz, history=sorted(history, key=lambda s: s.at, reverse=True)
+        )
+        assert decide(ask, facts, shared, now) == decide(ask, facts, replace(shared), now)
