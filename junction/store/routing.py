@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, time, timedelta
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import orjson
@@ -282,6 +283,11 @@ def _template_channels(
 Reach = dict[str, tuple[str, dict[str, Any]]]  # channel -> (address, what goes beside it)
 
 
+# Shared by everyone who has none: the policy only reads them.
+_NONE: Mapping[Any, Any] = MappingProxyType({})
+_NO_CHANNELS: frozenset[str] = frozenset()
+
+
 class _Address(NamedTuple):
     value: str
     status: str
@@ -384,28 +390,38 @@ def _facts(
     choices = preferences.choices_of(conn, contact_ids)
     facts: dict[int, tuple[ContactFacts, Reach]] = {}
     for contact_id, person in people.items():
-        chosen = choices.get(contact_id, {})
+        chosen = choices.get(contact_id)
         traits = person.traits or {}
         preferred = traits.get("preferred_channel")
+        counted = sent.get(contact_id)
         facts[contact_id] = (
             ContactFacts(
                 timezone=person.timezone,
                 # The usual apps are those of the phone's country when no country is known.
                 country=person.country or phone_country.get(contact_id),
                 preferred_channel=preferred if isinstance(preferred, str) else None,
-                addresses=statuses.get(contact_id, {}),
+                addresses=statuses.get(contact_id, _NONE),
+                # Most people have made no choices and have no engagement yet.
                 opted_out=frozenset(
                     channel
                     for (topic, channel), opted_in in chosen.items()
                     if topic == preferences.EVERY_TOPIC and not opted_in
-                ),
-                preferences={k: v for k, v in chosen.items() if k[0] != preferences.EVERY_TOPIC},
+                )
+                if chosen
+                else _NO_CHANNELS,
+                preferences={k: v for k, v in chosen.items() if k[0] != preferences.EVERY_TOPIC}
+                if chosen
+                else _NONE,
                 engagement={
                     channel: (min(len(engaged[contact_id][channel]), count), count)
-                    for channel, count in sent[contact_id].items()
-                },
-                open_sessions=frozenset(sessions.get(contact_id, ())),
-                history=_newest_first(history.get(contact_id, [])),
+                    for channel, count in counted.items()
+                }
+                if counted
+                else _NONE,
+                open_sessions=frozenset(sessions[contact_id])
+                if contact_id in sessions
+                else _NO_CHANNELS,
+                history=_newest_first(history[contact_id]) if contact_id in history else (),
             ),
             reach[contact_id],
         )
