@@ -288,6 +288,17 @@ def claim_batch(
     if decided:  # one row each, straight to the driver: this runs for every message
         time = driver_time(conn)
         until, at = time(now + lease), time(now)
+        # People alike share one decision (the policy remembers it): a message's first
+        # decisions are written as JSON once per decision.
+        first: dict[int, str | None] = {}
+
+        def decisions(r: routing.Routed) -> str | None:
+            if r.row.decisions:
+                return driver_json(_decided(r, now))
+            if id(r.decision) not in first:
+                first[id(r.decision)] = driver_json(_decided(r, now))
+            return first[id(r.decision)]
+
         Raw(conn).many(
             f"UPDATE messages SET status = '{SENDING}', lease_until = ?, attempts = attempts + 1, "
             "due_at = ?, updated_at = ?, channel = ?, provider = ?, to_address = ?, "
@@ -301,7 +312,7 @@ def claim_batch(
                     r.provider,
                     r.to_address,
                     driver_json(r.content),
-                    driver_json(_decided(r, now)),
+                    decisions(r),
                     r.row.id,
                 )
                 for r in decided
