@@ -568,12 +568,12 @@ class _Plan:
     cap_floor: int  # the fewest sends that can reach one of the caps
     needs_moment: bool  # caps or quiet hours may apply
     # The states are few and the decisions many: each outcome is worked out once.
-    outcomes: dict[_State, _Outcome]
-    tails: dict[str | None, tuple[_Tail, ...]]  # by country
+    outcomes: dict[_State, _Outcome] = field(default_factory=dict)
+    tails: dict[str | None, tuple[_Tail, ...]] = field(default_factory=dict)  # by country
     # Decisions to send where neither caps nor quiet hours stop a passed candidate, by what
     # else ranks them: (id of the outcome, preferred channel, country, engagement on each
     # passed one). Cleared with the outcomes, so an outcome's id is never reused here.
-    sends: dict[tuple[Any, ...], Decision]
+    sends: dict[tuple[Any, ...], Decision] = field(default_factory=dict)
 
 
 _NEVER = 1 << 62
@@ -611,21 +611,7 @@ def _make_plan(rules: Rules, ask: Ask) -> _Plan:
             unknown = _unknown_topic(ask)
             nothing = _NOTHING
             return _Plan(
-                ask,
-                unknown,
-                None,
-                (),
-                (),
-                nothing,
-                nothing,
-                (),
-                None,
-                None,
-                _NEVER,
-                False,
-                {},
-                {},
-                {},
+                ask, unknown, None, (), (), nothing, nothing, (), None, None, _NEVER, False
             )
     cap_key = category if category in rules._caps_by_topic else None
     caps = rules._caps_by_topic[cap_key] if topic is not None and not ask.ignore_caps else ()
@@ -657,9 +643,6 @@ def _make_plan(rules: Rules, ask: Ask) -> _Plan:
         _limits(caps) if subject else None,
         min((caps[index].limit for index in subject), default=_NEVER),
         bool(subject) or any(windows for *_, windows in candidates),
-        {},
-        {},
-        {},
     )
 
 

@@ -299,10 +299,11 @@ def _rank(address: _Address) -> int:
 
 
 # The channels each kind of address serves (a phone: SMS, voice and WhatsApp).
-_CHANNELS_OF: dict[str, tuple[str, ...]] = defaultdict(tuple)
-for _channel, _kind in CHANNEL_ADDRESS.items():
-    if _kind is not None:
-        _CHANNELS_OF[str(_kind)] += (_channel,)
+_CHANNELS_OF: dict[str, tuple[str, ...]] = {
+    str(kind): tuple(channel for channel, its in CHANNEL_ADDRESS.items() if its == kind)
+    for kind in CHANNEL_ADDRESS.values()
+    if kind is not None
+}
 
 
 def _facts(
