@@ -291,38 +291,61 @@ class _Event:
 
 
 def on_events(conn: Connection, now: datetime, grace: timedelta, limit: int = 500) -> int:
-    """Match the next stored events to journeys and runs; returns how many were read."""
+    """Match the next stored events to journeys and runs; returns how many it matched, or 1
+    when it only moved past events no run uses (0: nothing to read yet).
+
+    The database skips the events no run uses (``_FOR_RUNS``): most are a journey's own
+    ``message.queued`` and ``message.sent``, and reading them one by one cost more than
+    the advances of the events around them."""
     work = Batch(conn, now)
     raw = work.raw
     cursor = _read_cursor(raw)
-    rows = raw.rows(
-        "SELECT id, workspace_id, contact_id, name, properties, received_at FROM events "
-        "WHERE id > ? ORDER BY id LIMIT ?",
-        (cursor, limit),
-    )
+    # The last event stored, read first: on PostgreSQL the cursor must not pass an event
+    # that commits while this batch reads.
+    top = raw.one("SELECT max(id) FROM events")[0]
+    if top is None or top <= cursor:
+        return 0
     # Text in one fixed format on SQLite, aware datetimes on PostgreSQL: either compares.
     horizon = raw.time(now - grace)
-    read = 0
+    rows = raw.rows(
+        "SELECT id, workspace_id, contact_id, name, properties, received_at FROM events "
+        f"WHERE id > ? AND id <= ? AND (received_at > ? OR {_for_runs(raw)}) "
+        "ORDER BY id LIMIT ?",
+        (cursor, top, horizon, limit),
+    )
+    upto = rows[-1][0] if len(rows) == limit else top
     batch: list[_Event] = []
     for event_id, workspace_id, contact_id, name, properties, received_at in rows:
-        if received_at > horizon:
-            break  # maybe not every earlier event is visible yet: try again shortly
-        read += 1
-        cursor = event_id
-        if contact_id is None or not name:
-            continue
-        nothing = name in _NOTHING_FOR_RUNS
-        if nothing and isinstance(properties, str) and "webhook" not in properties:
-            continue  # a message queued or handed over: no journey waits on that (read fast)
+        if received_at > horizon:  # maybe not every earlier event is visible yet: stop there
+            upto = raw.one(
+                "SELECT max(id) FROM events WHERE id > ? AND id < ?", (cursor, event_id)
+            )[0]
+            break
         props = dict(raw.read_json(properties) or {})
-        if nothing and props.get("channel") != "webhook":
-            continue
+        if name in _NOTHING_FOR_RUNS and props.get("channel") != "webhook":
+            continue  # SQLite's test is looser (the text holds "webhook"): the exact one
         batch.append(_Event(event_id, workspace_id, contact_id, name, props))
     _route_events(work, batch)
     work.flush()
-    if read:
-        _move_cursor(raw, cursor)
-    return read
+    if upto is None:
+        return 0
+    _move_cursor(raw, upto)
+    return len(batch) or 1
+
+
+def _for_runs(raw: Raw) -> str:
+    """The events a run may use: a named event on a contact, but a journey's own message
+    queued or handed over (no step waits on that), unless a webhook call's (it carries the
+    answer). On SQLite, a message's whose text holds "webhook" (the channel is checked
+    once read)."""
+    names = ", ".join(f"'{name}'" for name in sorted(_NOTHING_FOR_RUNS))
+    webhook = (
+        "instr(properties, 'webhook') > 0" if raw.sqlite else "properties ->> 'channel' = 'webhook'"
+    )
+    return (
+        "contact_id IS NOT NULL AND name IS NOT NULL AND name <> '' "
+        f"AND (name NOT IN ({names}) OR {webhook})"
+    )
 
 
 def _route_events(work: Batch, batch: list[_Event]) -> None:
