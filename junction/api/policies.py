@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from junction.api.deps import Services, ServicesDep, WorkspaceDep
 from junction.api.responses import JSONAnswer
-from junction.domain.reachability import CHANNELS, check_rules
+from junction.domain.caps import check_rules
+from junction.domain.reachability import CHANNELS
 from junction.errors import FieldError, InvalidInput
 from junction.store import preferences as store
 from junction.store.routing import cap_rule
@@ -85,7 +86,7 @@ def _save(svc: Services, workspace_id: int, policies: Policies) -> dict[str, Any
     stored = policies.model_dump(by_alias=True, exclude_none=True)
     problems = [
         FieldError("caps", problem)
-        for problem in check_rules([cap_rule(cap) for cap in stored["caps"]])
+        for problem in check_rules([cap_rule(cap) for cap in stored["caps"]], CHANNELS)
     ]
     with svc.database.write() as conn:
         known = {

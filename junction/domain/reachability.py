@@ -15,20 +15,11 @@ Rules kept here:
 - transactional messages skip topic preferences, global opt-outs, caps and quiet hours, but
   not a bounced or invalid address, and not a STOP on SMS or WhatsApp: carriers and Meta
   require STOP to end every message (Twilio refuses the send anyway, error 21610);
-- caps (as in Braze): every rule whose channel is unset or the candidate and whose topic is
-  unset or the message's topic applies; a send is capped when the rule's window already holds
-  ``limit`` matching counted sends; the blocking rule first by id is named. Minutes and hours
-  are rolling windows; "N days" is today and the N-1 previous calendar days in the contact's
-  timezone (UTC when unknown), "N weeks" is 7N such days. A rule without a topic counts every
-  counted send, transactional ones included (the caller passes only sends that count, newest
-  first: a window is read from the newest send back to its start).
-  Channels in ``Rules.cap_exempt`` and transactional messages, and asks with ``ignore_caps``,
-  are never capped;
-- quiet hours are [start, end) in the contact's local time (DST-correct), may cross midnight,
-  and apply to the channels listed (all when none are); an end time that does not exist
-  locally (the spring-forward gap) ends the window when the clock jumps, an ambiguous one at
-  its first occurrence; a window whose start equals its end is empty; overlapping windows
-  hand over, so a deferral lasts until none covers the channel;
+- caps are those of ``junction.domain.caps`` (as in Braze: per channel and topic, rolling or
+  calendar windows in the contact's timezone); channels in ``Rules.cap_exempt``,
+  transactional messages and asks with ``ignore_caps`` are never capped;
+- quiet hours are those of ``junction.domain.quiet_hours`` (contact-local, DST-correct, per
+  channel);
 - caps and quiet hours are checked only for a channel with no other reason against it, so a
   candidate is "only quiet" when quiet hours are its sole reason;
 - with no eligible candidate but some only quiet, the message is deferred until the earliest
@@ -48,14 +39,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from functools import lru_cache
-from operator import attrgetter, ge, itemgetter
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from junction.domain.caps import (
+    CapRule,
+    Limits,
+    PastSend,
+    Reach,
+    capped,
+    may_reach,
+    window_starts,
+)
+from junction.domain.caps import limits as limits_of
 from junction.domain.countries import COUNTRY_APPS
+from junction.domain.localtime import zone
+from junction.domain.quiet_hours import QuietHours, covering, quiet_until
 
 CHANNELS = (
     "email",
@@ -101,15 +103,9 @@ DEFAULT_COSTS: Mapping[str, float] = MappingProxyType(
 )
 # A channel missing from the costs ranks after every priced one.
 UNPRICED = 1.0
-MAX_CAP_RULES = 10
-MAX_CAP_DAYS = 30
 _NOTHING: frozenset[str] = frozenset()
 _NO_RANK: dict[str, float] = {}
 SESSION_CLOSED = "24-hour window closed; needs an approved template"
-
-Unit = Literal["minutes", "hours", "days", "weeks"]
-_ROLLING = {"minutes": 60, "hours": 3600}
-_CALENDAR = {"days": 1, "weeks": 7}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,23 +113,6 @@ class Topic:
     key: str
     default_opt_in: bool = True
     channels: frozenset[str] | None = None  # None: any channel
-
-
-@dataclass(frozen=True, slots=True)
-class CapRule:
-    id: str
-    limit: int
-    amount: int
-    unit: Unit
-    channel: str | None = None  # None: every channel
-    topic: str | None = None  # None: every topic, transactional included
-
-
-@dataclass(frozen=True, slots=True)
-class QuietHours:
-    start: time  # naive local wall times
-    end: time
-    channels: frozenset[str] = frozenset()  # empty: every channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +175,6 @@ class Rules:
         object.__setattr__(self, "_plans_by_ask", {})
         object.__setattr__(self, "_quiet_by_channel", by_channel)
         object.__setattr__(self, "_quiet_all", quiet_all)
-
-
-@dataclass(frozen=True, slots=True)
-class PastSend:
-    at: datetime
-    channel: str
-    topic: str | None  # None: transactional
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,100 +285,6 @@ _SET_CHANNEL, _SET_ELIGIBLE, _SET_REASONS, _SET_SCORE = (
 _SET_ACTION, _SET_DECIDED, _SET_UNTIL, _SET_CONSIDERED, _SET_REASON = (
     vars(Decision)[name].__set__ for name in ("action", "channel", "until", "considered", "reason")
 )
-
-
-def check_rules(caps: Sequence[CapRule]) -> list[str]:
-    """The problems with a workspace's cap rules; empty when they may be saved."""
-    problems = []
-    if len(caps) > MAX_CAP_RULES:
-        problems.append(f"{len(caps)} cap rules; at most {MAX_CAP_RULES}")
-    seen: set[str] = set()
-    for rule in caps:
-        if rule.id in seen:
-            problems.append(f"cap rule {rule.id}: the id is used twice")
-        seen.add(rule.id)
-        if rule.limit < 1:
-            problems.append(f"cap rule {rule.id}: the limit must be at least 1")
-        if rule.amount < 1:
-            problems.append(f"cap rule {rule.id}: the amount must be at least 1")
-        if rule.unit in _ROLLING:
-            days = rule.amount * _ROLLING[rule.unit] / 86400
-        elif rule.unit in _CALENDAR:
-            days = rule.amount * _CALENDAR[rule.unit]
-        else:
-            problems.append(f"cap rule {rule.id}: unknown unit {rule.unit!r}")
-            continue
-        if days > MAX_CAP_DAYS:
-            problems.append(f"cap rule {rule.id}: the window is over {MAX_CAP_DAYS} days")
-        if rule.channel is not None and rule.channel not in CHANNELS:
-            problems.append(f"cap rule {rule.id}: unknown channel {rule.channel!r}")
-    return problems
-
-
-@lru_cache(maxsize=1024)
-def zone(name: str | None) -> tzinfo:
-    """The contact's timezone; UTC when unknown or invalid."""
-    if not name:
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC
-
-
-def local_to_utc(day: date, wall: time, tz: tzinfo) -> datetime:
-    """The first instant at which the local clock reads ``wall`` or later on ``day``.
-
-    An ambiguous wall time (clocks going back) is its first occurrence; a wall time that never
-    happens (clocks going forward) is the instant of the jump.
-    """
-    first = datetime.combine(day, wall, tzinfo=tz).astimezone(UTC)
-    if first.astimezone(tz).replace(tzinfo=None) == datetime.combine(day, wall):
-        return first
-    # In the gap: fold=1 reads the wall time with the later offset, landing before the jump,
-    # and fold=0 after it. Bisect on whole seconds for the jump itself.
-    before = int(datetime.combine(day, wall, tzinfo=tz).replace(fold=1).timestamp())
-    after = int(first.timestamp()) + 1
-    offset = datetime.fromtimestamp(before, tz).utcoffset()
-    while after - before > 1:
-        middle = (before + after) // 2
-        if datetime.fromtimestamp(middle, tz).utcoffset() == offset:
-            before = middle
-        else:
-            after = middle
-    return datetime.fromtimestamp(after, UTC)
-
-
-@lru_cache(maxsize=65536)
-def _days_start(tz_name: str | None, today: date, days: int) -> datetime:
-    return local_to_utc(today - timedelta(days=days - 1), time(0), zone(tz_name))
-
-
-def _in_window(window: QuietHours, wall: time) -> bool:
-    start, end = window.start, window.end
-    if start <= end:
-        return start <= wall < end
-    return wall >= start or wall < end
-
-
-def _quiet_until(
-    windows: tuple[QuietHours, ...], now: datetime, tz: tzinfo
-) -> tuple[datetime, time]:
-    """When the quiet hours covering ``now`` are all over (UTC, and the local wall end)."""
-    moment, local, end_wall = now, now.astimezone(tz), time(0)
-    # Overlapping windows hand over to each other; the bound stops a day-long cover.
-    for _ in range(2 * len(windows) + 2):
-        wall = local.time().replace(tzinfo=None)
-        active = [window for window in windows if _in_window(window, wall)]
-        if not active:
-            break
-        ends = []
-        for window in active:
-            day = local.date() if wall < window.end else local.date() + timedelta(days=1)
-            ends.append((local_to_utc(day, window.end, tz), window.end))
-        moment, end_wall = max(ends)
-        local = moment.astimezone(tz)
-    return moment, end_wall
 
 
 def _ordinal(n: int) -> str:
@@ -564,7 +442,7 @@ class _Plan:
     sessions: frozenset[str]  # candidates whose content needs an open chat
     candidates: tuple[_Candidate, ...]
     cap_key: str | None  # the category's entry in Rules._caps_by_topic
-    limits: _Limits | None  # that entry's rules; None when no candidate can be capped
+    limits: Limits | None  # that entry's rules; None when no candidate can be capped
     cap_floor: int  # the fewest sends that can reach one of the caps
     needs_moment: bool  # caps or quiet hours may apply
     # The states are few and the decisions many: each outcome is worked out once.
@@ -640,7 +518,7 @@ def _make_plan(rules: Rules, ask: Ask) -> _Plan:
         frozenset(channel for channel in channels if channel in ask.session_only),
         tuple(candidates),
         cap_key,
-        _limits(caps) if subject else None,
+        limits_of(caps) if subject else None,
         min((caps[index].limit for index in subject), default=_NEVER),
         bool(subject) or any(windows for *_, windows in candidates),
     )
@@ -739,121 +617,18 @@ def _moment(rules: Rules, tz_name: str | None, now: datetime) -> _Moment:
         tz = zone(tz_name)
         local = now.astimezone(tz)
         all_quiet, quiet_now = (
-            _quiet_channels(rules, local.time()) if rules.quiet_hours else (False, _NOTHING)
+            covering(rules.quiet_hours, local.time()) if rules.quiet_hours else (False, _NOTHING)
         )
         found = rules._moments[key] = _Moment(tz, local, all_quiet, quiet_now, {}, {})
     return found
 
 
-def _quiet_channels(rules: Rules, wall: time) -> tuple[bool, frozenset[str]]:
-    """Whether quiet hours cover every channel at local ``wall`` time, else which ones."""
-    named: set[str] = set()
-    for window in rules.quiet_hours:
-        if _in_window(window, wall):
-            if not window.channels:
-                return True, frozenset()
-            named.update(window.channels)
-    return False, frozenset(named)
-
-
-@dataclass(frozen=True, slots=True)
-class _Limits:
-    """A category's cap rules, each at its index, as the check reads them."""
-
-    deepest: int  # the largest limit: how many of the newest sends can matter
-    reaching: tuple[int, ...]  # each rule's limit - 1: the send whose time tells
-    scopes: tuple[tuple[int, str | None, str | None], ...]  # each rule's limit, channel, topic
-    spans: tuple[timedelta | int, ...]  # each rule's rolling window, or its calendar days
-
-
-def _limits(caps: tuple[CapRule, ...]) -> _Limits:
-    return _Limits(
-        max(rule.limit for rule in caps),
-        tuple(rule.limit - 1 for rule in caps),
-        tuple((rule.limit, rule.channel, rule.topic) for rule in caps),
-        tuple(
-            timedelta(seconds=rule.amount * _ROLLING[rule.unit])
-            if rule.unit in _ROLLING
-            else rule.amount * _CALENDAR[rule.unit]
-            for rule in caps
-        ),
-    )
-
-
 def _since(
-    plan: _Plan, limits: _Limits, moment: _Moment, tz_name: str | None, now: datetime
+    plan: _Plan, limits: Limits, moment: _Moment, tz_name: str | None, now: datetime
 ) -> tuple[datetime, ...]:
     """Where each of the plan's cap windows starts at this moment; once per moment."""
-    today = moment.local.date()
-    since = tuple(
-        now - span if isinstance(span, timedelta) else _days_start(tz_name, today, span)
-        for span in limits.spans
-    )
-    moment.since[plan.cap_key] = since
+    since = moment.since[plan.cap_key] = window_starts(limits, tz_name, moment.local.date(), now)
     return since
-
-
-_AT = attrgetter("at")
-
-
-# What the cap check found for one contact: (which rules their history may reach, the
-# history, the rules, where their windows start).
-_Reach = tuple[list[bool], Sequence[PastSend], _Limits, tuple[datetime, ...]]
-
-
-def _may_reach(
-    history: Sequence[PastSend], limits: _Limits, since: tuple[datetime, ...]
-) -> _Reach | None:
-    """Which cap rules the history (newest first) may reach; None when it reaches none.
-
-    A rule's window holds ``limit`` sends of any kind exactly when the limit-th newest send
-    falls in it: that settles the rules that count every send, and the others count only when
-    it holds (``_capped``). One comparison per rule, in C when the history is deep enough; the
-    sends read are only those that tell, as a contact's history is rarely in the CPU's cache.
-    """
-    if len(history) >= limits.deepest:
-        held = [*map(ge, map(_AT, map(history.__getitem__, limits.reaching)), since)]
-    else:
-        sends = len(history)
-        held = [
-            reaching < sends and history[reaching].at >= start
-            for reaching, start in zip(limits.reaching, since, strict=True)
-        ]
-    return (held, history, limits, since) if True in held else None
-
-
-def _capped(
-    caps: tuple[tuple[int, Consideration], ...],
-    may_reach: list[bool],
-    history: Sequence[PastSend],
-    limits: _Limits,
-    since: tuple[datetime, ...],
-) -> Consideration | None:
-    """The rejection by the first of ``caps`` (in id order) the history reaches, if any."""
-    for index, rejection in caps:
-        if may_reach[index]:
-            limit, channel, topic = limits.scopes[index]
-            if channel is None and topic is None:
-                return rejection
-            if _count(history, since[index], channel, topic, limit) >= limit:
-                return rejection
-    return None
-
-
-def _count(
-    history: Sequence[PastSend], since: datetime, channel: str | None, topic: str | None, limit: int
-) -> int:
-    """The sends of ``history`` (newest first) since ``since`` on ``channel`` and ``topic``,
-    up to ``limit``: the count stops at the window's start or at the limit."""
-    count = 0
-    for sent in history:
-        if sent.at < since:
-            break
-        if (channel is None or sent.channel == channel) and (topic is None or sent.topic == topic):
-            count += 1
-            if count >= limit:
-                break
-    return count
 
 
 def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Decision:
@@ -880,7 +655,7 @@ def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Deci
         return outcome.settled
 
     moment: _Moment | None = None
-    reach: _Reach | None = None
+    reach: Reach | None = None
     if plan.needs_moment:
         tz_name = contact.timezone
         moment = rules._moments.get((tz_name, now)) or _moment(rules, tz_name, now)
@@ -888,7 +663,7 @@ def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Deci
         limits = plan.limits
         if limits is not None and len(history) >= plan.cap_floor:
             since = moment.since.get(plan.cap_key) or _since(plan, limits, moment, tz_name, now)
-            reach = _may_reach(history, limits, since)
+            reach = may_reach(history, limits, since)
     ranking: Sequence[tuple[str, int]] = outcome.ranking
     rejected = outcome.rejected
     quiet_best: tuple[datetime, str, str] | None = None
@@ -942,7 +717,7 @@ def decide(ask: Ask, contact: ContactFacts, rules: Rules, now: datetime) -> Deci
 
 
 def _sift(
-    outcome: _Outcome, reach: _Reach | None, moment: _Moment | None, now: datetime
+    outcome: _Outcome, reach: Reach | None, moment: _Moment | None, now: datetime
 ) -> tuple[list[tuple[str, int]], tuple[Consideration, ...], tuple[datetime, str, str] | None]:
     """The passed candidates neither caps nor quiet hours stop, as (channel, place); every
     rejection in the asked order; and the quiet hours that end first, as (until, channel,
@@ -952,9 +727,9 @@ def _sift(
     quiet_best = None
     for channel, place, caps, cap_indexes, quiet in outcome.passed:
         if reach is not None and True in map(reach[0].__getitem__, cap_indexes):
-            capped = _capped(caps, *reach)
-            if capped is not None:
-                late.append((place, capped))
+            blocked = capped(caps, *reach)
+            if blocked is not None:
+                late.append((place, blocked))
                 continue
         if (
             quiet is not None
@@ -982,7 +757,7 @@ def _quiet_for(
 ) -> tuple[datetime, str]:
     """When the quiet hours on these windows end, and the reason; once per moment."""
     tz = moment.tz
-    until, end = _quiet_until(windows, now, tz)
+    until, end = quiet_until(windows, now, tz)
     # Channels under the same windows share one answer (the tuples are interned).
     known = moment.until[id(windows)] = (
         until,

@@ -32,15 +32,17 @@ from typing import Any, NamedTuple
 import orjson
 from sqlalchemy import Connection, select
 
+from junction.domain.caps import (
+    CapRule,
+    PastSend,
+)
 from junction.domain.countries import COUNTRY_APPS
+from junction.domain.quiet_hours import QuietHours
 from junction.domain.reachability import (
     DEFAULT_COSTS,
     Ask,
-    CapRule,
     ContactFacts,
     Decision,
-    PastSend,
-    QuietHours,
     Rules,
     Topic,
     decide,

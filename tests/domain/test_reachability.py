@@ -13,20 +13,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from junction.domain.caps import (
+    CapRule,
+    PastSend,
+)
 from junction.domain.countries import COUNTRY_APPS
+from junction.domain.quiet_hours import QuietHours
 from junction.domain.reachability import (
     CHANNELS,
     SESSION_CLOSED,
     Ask,
-    CapRule,
     ContactFacts,
-    PastSend,
-    QuietHours,
     Rules,
     Topic,
-    check_rules,
     decide,
-    local_to_utc,
 )
 
 NOW = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)  # 14:00 in Paris
@@ -283,28 +283,6 @@ def test_exempt_channels_and_ignore_caps() -> None:
     assert not capped(rule, history, "email", ignore_caps=True)
 
 
-def test_check_rules() -> None:
-    assert check_rules([CapRule("d", 2, 1, "days")]) == []
-    assert check_rules([CapRule(str(i), 1, 1, "days") for i in range(11)]) == [
-        "11 cap rules; at most 10"
-    ]
-    assert check_rules(
-        [
-            CapRule("a", 0, 31, "days"),
-            CapRule("a", 1, 5, "weeks", channel="fax"),
-            CapRule("m", 1, 43201, "minutes"),
-            CapRule("h", 1, 720, "hours"),
-        ]
-    ) == [
-        "cap rule a: the limit must be at least 1",
-        "cap rule a: the window is over 30 days",
-        "cap rule a: the id is used twice",
-        "cap rule a: the window is over 30 days",
-        "cap rule a: unknown channel 'fax'",
-        "cap rule m: the window is over 30 days",
-    ]
-
-
 # Quiet hours ----------------------------------------------------------------------------
 
 NIGHT = QuietHours(time(21), time(8))
@@ -399,13 +377,6 @@ def test_an_ambiguous_end_is_its_first_occurrence() -> None:
     now = datetime(2026, 10, 24, 23, 15, tzinfo=UTC)  # 01:15 CEST
     assert decide(ask("sms"), contact(), rules, now).until == datetime(
         2026, 10, 25, 0, 30, tzinfo=UTC
-    )
-
-
-def test_local_to_utc() -> None:
-    day = datetime(2026, 3, 8).date()
-    assert local_to_utc(day, time(2, 30), ZoneInfo("America/New_York")) == datetime(
-        2026, 3, 8, 7, 0, tzinfo=UTC
     )
 
 

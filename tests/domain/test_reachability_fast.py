@@ -15,20 +15,24 @@ from typing import get_args
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from junction.domain.caps import (
+    CapRule,
+    PastSend,
+    Unit,
+)
+from junction.domain.localtime import (
+    local_to_utc,
+    zone,
+)
+from junction.domain.quiet_hours import QuietHours
 from junction.domain.reachability import (
     CHANNELS,
     SESSION_CLOSED,
     Ask,
-    CapRule,
     ContactFacts,
-    PastSend,
-    QuietHours,
     Rules,
     Topic,
-    Unit,
     decide,
-    local_to_utc,
-    zone,
 )
 
 TOPICS = {
