@@ -176,16 +176,18 @@ class Waiting:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Waiting:
+        get = data.get
+        until = get("until")
         return _built(
             cls,
             {
                 "kind": data["kind"],
                 "step": data["step"],
-                "until": _parse(data.get("until")),
-                "event": data.get("event"),
-                "where": dict(data.get("where") or {}),
-                "message_of": data.get("message_of"),
-                "engagement": data.get("engagement"),
+                "until": datetime.fromisoformat(until) if until else None,
+                "event": get("event"),
+                "where": get("where") or {},
+                "message_of": get("message_of"),
+                "engagement": get("engagement"),
             },
         )
 
@@ -212,45 +214,51 @@ class RunState:
         return self.status in FINAL
 
     def to_dict(self) -> dict[str, Any]:
+        """The state as JSON values. Its collections are the state's own, not copies (the
+        runtime encodes it at once, for every state it writes): change none of them."""
+        waiting = self.waiting
         return {
             "status": self.status,
             "step": self.step,
             "entered_at": _iso(self.entered_at),
-            "waiting": self.waiting.to_dict() if self.waiting else None,
-            "sent": dict(self.sent),
-            "engaged": {k: list(v) for k, v in self.engaged.items()},
-            "visits": dict(self.visits),
+            "waiting": waiting.to_dict() if waiting is not None else None,
+            "sent": self.sent,
+            "engaged": self.engaged,
+            "visits": self.visits,
             "context": self.context,
             "event": self.event,
-            "converted_at": _iso(self.converted_at),
-            "ended_at": _iso(self.ended_at),
+            "converted_at": _iso(self.converted_at) if self.converted_at is not None else None,
+            "ended_at": _iso(self.ended_at) if self.ended_at is not None else None,
             "exit_reason": self.exit_reason,
-            "path": list(self.path),
-            "touched": list(self.touched),
+            "path": self.path,
+            "touched": self.touched,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunState:
-        entered_at = _parse(data["entered_at"])
-        assert entered_at is not None
-        waiting = data.get("waiting")
+        """The state of ``to_dict``'s values. Its collections are taken as they are, not
+        copied (the runtime reads a state from JSON just decoded): the caller keeps none."""
+        get = data.get
+        waiting = get("waiting")
+        converted_at = get("converted_at")
+        ended_at = get("ended_at")
         return _built(
             cls,
             {
                 "status": data["status"],
-                "step": data.get("step"),
-                "entered_at": entered_at,
+                "step": get("step"),
+                "entered_at": datetime.fromisoformat(data["entered_at"]),
                 "waiting": Waiting.from_dict(waiting) if waiting else None,
-                "sent": dict(data.get("sent") or {}),
-                "engaged": {k: list(v) for k, v in (data.get("engaged") or {}).items()},
-                "visits": dict(data.get("visits") or {}),
-                "context": dict(data.get("context") or {}),
-                "event": data.get("event"),
-                "converted_at": _parse(data.get("converted_at")),
-                "ended_at": _parse(data.get("ended_at")),
-                "exit_reason": data.get("exit_reason"),
-                "path": list(data.get("path") or []),
-                "touched": list(data.get("touched") or []),
+                "sent": get("sent") or {},
+                "engaged": get("engaged") or {},
+                "visits": get("visits") or {},
+                "context": get("context") or {},
+                "event": get("event"),
+                "converted_at": datetime.fromisoformat(converted_at) if converted_at else None,
+                "ended_at": datetime.fromisoformat(ended_at) if ended_at else None,
+                "exit_reason": get("exit_reason"),
+                "path": get("path") or [],
+                "touched": get("touched") or [],
             },
         )
 
@@ -279,10 +287,6 @@ def _iso(moment: datetime | None) -> str | None:
             _ISO.clear()
         text = _ISO[key] = moment.isoformat()
     return text
-
-
-def _parse(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
 
 
 # --- triggers and effects --------------------------------------------------------------------
@@ -368,19 +372,26 @@ def advance(
     if state is None:
         if not isinstance(trigger, Entered):
             raise ValueError("a run starts with Entered")
-        run = _Run(
-            definition,
-            run_id,
-            now,
-            contact,
-            RunState(
-                status="active",
-                step=None,
-                entered_at=now,
-                context=dict(trigger.context),
-                event=dict(trigger.event) if trigger.event is not None else None,
-            ),
+        first = _built(
+            RunState,
+            {
+                "status": "active",
+                "step": None,
+                "entered_at": now,
+                "waiting": None,
+                "sent": {},
+                "engaged": {},
+                "visits": {},
+                "context": dict(trigger.context),
+                "event": dict(trigger.event) if trigger.event is not None else None,
+                "converted_at": None,
+                "ended_at": None,
+                "exit_reason": None,
+                "path": [],
+                "touched": [],
+            },
         )
+        run = _Run(definition, run_id, now, contact, first)
         run.go(definition.first)
         return run.result()
     if state.final or isinstance(trigger, Entered):
@@ -533,13 +544,13 @@ class _Run:
         self.exit_reason = reason
         self.ended_at = self.now
         self.waiting = None
-        self.effects.append(Finished(status, reason))
+        self.effects.append(_built(Finished, {"status": status, "reason": reason}))
 
     def wait(self, waiting: Waiting) -> None:
         self.status = "waiting"
         self.waiting = waiting
         if waiting.until is not None:
-            self.effects.append(SetTimer(waiting.until))
+            self.effects.append(_built(SetTimer, {"at": waiting.until}))
 
     def go(self, step_id: str | None) -> None:
         """Run steps from ``step_id`` until the run waits or ends."""
@@ -561,18 +572,17 @@ class _Run:
         """Do one step; return the next one (meaningful only while the run is active)."""
         if isinstance(step, SendStep):
             channels = tuple(step.channels) if step.channels is not None else None
-            self.effects.append(
-                SendIntent(
-                    step.id,
-                    key,
-                    step.channel,
-                    channels,
-                    step.template,
-                    step.content,
-                    step.category,
-                    dict(self.context),
-                )
-            )
+            intent = {
+                "step": step.id,
+                "key": key,
+                "channel": step.channel,
+                "channels": channels,
+                "template": step.template,
+                "content": step.content,
+                "category": step.category,
+                "data": dict(self.context),
+            }
+            self.effects.append(_built(SendIntent, intent))
             self.sent = {**self.sent, step.id: key}
             if step.id in self.engaged:
                 self.engaged = {k: v for k, v in self.engaged.items() if k != step.id}
@@ -614,21 +624,13 @@ class _Run:
             seen = self.engaged.get(step.message_of, [])
             if _PROVES[step.engagement] & set(seen):
                 return step.on_event
-            waiting = Waiting(
-                "engagement",
-                step.id,
-                self.now + step.timeout.delta(),
-                message_of=step.message_of,
-                engagement=step.engagement,
-            )
+            fields = {"kind": "engagement", "event": None, "where": {}}
+            fields["message_of"], fields["engagement"] = step.message_of, step.engagement
         else:
-            waiting = Waiting(
-                "event",
-                step.id,
-                self.now + step.timeout.delta(),
-                event=step.event,
-                where=dict(step.where),
-            )
+            fields = {"kind": "event", "event": step.event, "where": dict(step.where)}
+            fields["message_of"] = fields["engagement"] = None
+        fields["step"], fields["until"] = step.id, self.now + step.timeout.delta()
+        waiting: Waiting = _built(Waiting, fields)
         self.wait(waiting)
         return None
 
