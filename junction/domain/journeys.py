@@ -624,7 +624,7 @@ class _Run:
             seen = self.engaged.get(step.message_of, [])
             if _PROVES[step.engagement] & set(seen):
                 return step.on_event
-            fields = {"kind": "engagement", "event": None, "where": {}}
+            fields: dict[str, Any] = {"kind": "engagement", "event": None, "where": {}}
             fields["message_of"], fields["engagement"] = step.message_of, step.engagement
         else:
             fields = {"kind": "event", "event": step.event, "where": dict(step.where)}
