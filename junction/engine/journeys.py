@@ -16,7 +16,7 @@ POSTGRES_GRACE = timedelta(seconds=2)
 
 class JourneyEngine:
     def __init__(
-        self, database: Database, clock: Clock, grace: timedelta | None = None, batch: int = 500
+        self, database: Database, clock: Clock, grace: timedelta | None = None, batch: int = 1000
     ) -> None:
         self.database = database
         self.clock = clock

@@ -29,8 +29,11 @@ UNFINISHED = "status NOT IN ('completed', 'exited', 'converted')"
 RUN_COLUMNS = "id, workspace_id, journey_id, version, contact_id, state"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Run:
+    """A run a batch holds: one object per run, its ``state`` the latest (``Batch.write``
+    sets it in place)."""
+
     id: int
     workspace_id: int
     journey_id: int
@@ -78,8 +81,9 @@ class Batch:
         self._entered: list[int] = []  # runs this batch started: rows to insert
         self._entered_by_contact: dict[int, list[int]] = {}
         self._last_id: int | None = None
-        self._writes: dict[int, tuple[Any, ...]] = {}
-        self._counts: dict[tuple[int, str, str], int] = {}
+        self._writes: dict[int, datetime | None] = {}  # runs moved: their timers
+        # (journey, step, metric): how much to add; ``_advance`` adds to it directly.
+        self.counts: dict[tuple[int, str, str], int] = {}
         self.sends: list[PendingSend] = []  # the simple ones, queued together at the end
         self._senders: list[Run] = []  # the run of each
 
@@ -216,14 +220,12 @@ class Batch:
 
     def count(self, journey_id: int, step: str, metric: str, amount: int = 1) -> None:
         key = (journey_id, step, metric)
-        self._counts[key] = self._counts.get(key, 0) + amount
+        self.counts[key] = self.counts.get(key, 0) + amount
 
     def write(self, run: Run, state: RunState, wake_at: datetime | None) -> None:
         """The run's new state (and timer), written when the batch ends."""
-        self.runs[run.id] = Run(
-            run.id, run.workspace_id, run.journey_id, run.version, run.contact_id, state
-        )
-        self._writes[run.id] = (state, wake_at)
+        run.state = state
+        self._writes[run.id] = wake_at
 
     def flush(self) -> None:
         if self.sends:
@@ -236,7 +238,8 @@ class Batch:
             now, time, json = self.raw.time(self.now), self.raw.time, self.raw.json
             entered = []
             for run_id in self._entered:
-                run, (state, wake) = self.runs[run_id], self._writes.pop(run_id)
+                run, wake = self.runs[run_id], self._writes.pop(run_id)
+                state = run.state
                 entered.append(
                     (
                         *(run_id, run.workspace_id, run.journey_id, run.version, run.contact_id),
@@ -256,13 +259,14 @@ class Batch:
                 "updated_at = ? WHERE id = ?",
                 [
                     (state.status, state.step, json(state.to_dict()), time(wake), now, run_id)
-                    for run_id, (state, wake) in self._writes.items()
+                    for run_id, wake in self._writes.items()
+                    for state in (self.runs[run_id].state,)
                 ],
             )
             self._writes.clear()
-        if self._counts:
-            definitions.add_counts(self.raw, self._counts)
-            self._counts.clear()
+        if self.counts:
+            definitions.add_counts(self.raw, self.counts)
+            self.counts.clear()
 
     def send(self, run: Run, user_id: str | None, intent: SendIntent, event: Any) -> None:
         """Queue a step's send: a simple one with the batch's others, when it ends."""

@@ -114,33 +114,36 @@ def _enter(
 
 def _advance(work: Batch, run: Run, definition: JourneyDefinition, trigger: Trigger) -> bool:
     """Advance one run and carry out its effects; False when the trigger changed nothing."""
-    conn, now = work.conn, work.now
+    old = run.state
     user_id, contact = work.contact(run.contact_id)
-    state, effects = advance(definition, run.id, run.state, trigger, now, contact)
-    if run.state is not None and not effects and (state is run.state or state == run.state):
+    state, effects = advance(definition, run.id, old, trigger, work.now, contact)
+    if old is not None and not effects and (state is old or state == old):
         return False
     journey = run.journey_id
-    before = run.state.visits if run.state is not None else {}
+    counts = work.counts
+    before = old.visits if old is not None else {}
     for step, visits in state.visits.items():
-        if visits > before.get(step, 0):
-            work.count(journey, step, "entered", visits - before.get(step, 0))
+        gained = visits - before.get(step, 0)
+        if gained > 0:
+            key = (journey, step, "entered")
+            counts[key] = counts.get(key, 0) + gained
     wake_at = None
     for effect in effects:
         if isinstance(effect, SendIntent):
             work.send(run, user_id, effect, state.event)
         elif isinstance(effect, SetTimer):
             wake_at = effect.at
-        elif isinstance(effect, WebhookCall):
-            work.count(journey, effect.step, _call(conn, run, effect, now))
-        elif isinstance(effect, ProfileUpdate):
-            _update_profile(conn, run.contact_id, effect.set, now)
-            work.traits_changed(run.contact_id, effect.set)
         elif isinstance(effect, Finished):
             work.count(journey, "", effect.status)
             work.count(journey, state.step or "", effect.status)
             if effect.status == "converted":
                 for step in state.touched:
                     work.count(journey, step, "converted")
+        elif isinstance(effect, WebhookCall):
+            work.count(journey, effect.step, _call(work.conn, run, effect, work.now))
+        elif isinstance(effect, ProfileUpdate):
+            _update_profile(work.conn, run.contact_id, effect.set, work.now)
+            work.traits_changed(run.contact_id, effect.set)
     if state.status in FINAL or state.waiting is None:
         wake_at = None
     elif wake_at is None:
