@@ -25,6 +25,8 @@ target=>=10000/s``.
     .venv/bin/python bench/campaign.py --profile       # cProfile of the two phases
     .venv/bin/python bench/campaign.py --n 1000000 --queue-only   # the campaign's own part:
                                                        # audience → recipients → outbox
+    .venv/bin/python bench/campaign.py --pull          # push and pull: an in-app message
+                                                       # beside each (2 messages a person)
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ CAMPAIGN = {
     "audience": "everyone",
     "message": {"template": "sale", "channels": ["sms", "email"], "category": "offers"},
 }
+# --pull: each person also gets an in-app message, stored in Junction's own inbox.
+IN_APP = {"title": "Sale", "body": "30% off everything, {{ contact.first_name }}."}
+PULL = {"channel": "in_app", "template": "sale"}
 
 
 def say(text: str) -> None:
@@ -89,11 +94,12 @@ def fresh_database(path: Path) -> Database:
     return database
 
 
-def set_up(database: Database, n: int) -> int:
+def set_up(database: Database, n: int, pull: bool) -> int:
     """Contacts and addresses written directly (this is not what is measured)."""
     with database.write() as conn:
         workspace = create_workspace(conn, "bench", START, SECRET).workspace.id
-        templates.save(conn, workspace, TEMPLATE, START)
+        template = {**TEMPLATE, "channels": {**TEMPLATE["channels"], "in_app": IN_APP}}
+        templates.save(conn, workspace, template if pull else TEMPLATE, START)
         save_topic(conn, workspace, "offers", name="Offers", now=START)
         caps = {"caps": [{"id": "weekly", "limit": 3, "per": {"amount": 7, "unit": "days"}}]}
         set_rules(conn, workspace, caps, START)
@@ -136,14 +142,16 @@ def _inline_threads() -> None:
     dispatcher.in_thread = inline  # type: ignore[assignment]
 
 
-def junction(workdir: Path, n: int, profile: bool, queue_only: bool) -> dict[str, float]:
+def junction(
+    workdir: Path, n: int, profile: bool, queue_only: bool, pull: bool
+) -> dict[str, float]:
     database = fresh_database(workdir / "campaign.db")
     say(f"setting up {n:,} contacts…")
-    workspace = set_up(database, n)
+    workspace = set_up(database, n, pull)
     clock = VirtualClock(START)
     profiler = cProfile.Profile() if profile else None
     with database.write() as conn:
-        campaigns.save(conn, workspace, CAMPAIGN, START)
+        campaigns.save(conn, workspace, {**CAMPAIGN, "pull": PULL} if pull else CAMPAIGN, START)
     say("send: freezing the audience…")
     started = time.perf_counter()
     if profiler:
@@ -171,7 +179,10 @@ def junction(workdir: Path, n: int, profile: bool, queue_only: bool) -> dict[str
             conn.execute(select(messages.c.status, func.count()).group_by("status")).all()
         )
         status = campaigns.status(conn, workspace, "sale", False)["status"]
-    if sum(by_status.values()) != n or status not in ("completed", "sending"):
+    if sum(by_status.values()) != n * (2 if pull else 1) or status not in (
+        "completed",
+        "sending",
+    ):
         raise SystemExit(f"expected {n} messages and a completed campaign: {by_status}, {status}")
     say(f"  {done - frozen:.1f} s; messages by status: {by_status}")
     database.dispose()
@@ -220,13 +231,16 @@ def main() -> int:
     parser.add_argument(
         "--queue-only", action="store_true", help="stop at the outbox: no dispatcher"
     )
+    parser.add_argument(
+        "--pull", action="store_true", help="push and pull: an in-app message beside each"
+    )
     args = parser.parse_args()
-    n = args.n
+    n = args.n * (2 if args.pull else 1)  # messages
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         say(f"baseline: {n:,} message rows by raw executemany…")
         base = baseline(workdir, n)
-        times = junction(workdir, n, args.profile, args.queue_only)
+        times = junction(workdir, args.n, args.profile, args.queue_only, args.pull)
     rate = n / times["total"]
     ratio = rate / base
     print(f"raw executemany baseline   {base:9,.0f} rows/s")
@@ -239,6 +253,7 @@ def main() -> int:
         print(f"  {label:9} {times[phase]:8.1f} s   {n / times[phase]:9,.0f} /s")
     print(f"peak RSS                   {peak_rss_mb():9,.0f} MB")
     name = "campaign-queue" if args.queue_only else "campaign"
+    name += "-pull" if args.pull else ""
     print(
         f"RESULT {name} value={rate:.0f} unit=messages/s baseline={base:.0f} "
         f"ratio={ratio:.3f} target=>={TARGET}/s"
