@@ -51,7 +51,7 @@ class JourneyRef:
     current_version: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every entry, changed by none
 class Earlier:
     """A run a person had of a journey, for its entry rules."""
 
@@ -119,16 +119,17 @@ class Batch:
     def known(self, rows: list[Any]) -> list[Run]:
         """Runs from rows, those this batch holds at their latest state."""
         found = []
+        runs, read_json, from_dict = self.runs, self.raw.read_json, RunState.from_dict
         for run_id, workspace_id, journey_id, version, contact_id, state in rows:
-            run = self.runs.get(run_id)
+            run = runs.get(run_id)
             if run is None:
-                run = self.runs[run_id] = Run(
+                run = runs[run_id] = Run(
                     run_id,
                     workspace_id,
                     journey_id,
                     version,
                     contact_id,
-                    RunState.from_dict(self.raw.read_json(state)),
+                    from_dict(read_json(state)),
                 )
             found.append(run)
         return found

@@ -35,7 +35,7 @@ log = structlog.get_logger(__name__)
 BATCHED_CHANNELS = {"email": "email", "sms": "phone", "voice": "phone", "push": "push"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a batch builds thousands, and changes none
 class PendingSend:
     workspace_id: int
     contact_id: int
@@ -45,12 +45,17 @@ class PendingSend:
 
 def simple(intent: SendIntent) -> bool:
     """Whether the send can be queued with the batch's others."""
-    return (
-        intent.channel in BATCHED_CHANNELS
-        and intent.template is not None
-        and not intent.channels
-        and check_category(intent.category) == []
-    )
+    if intent.channel not in BATCHED_CHANNELS or intent.template is None or intent.channels:
+        return False
+    valid = _VALID_CATEGORIES.get(intent.category)
+    if valid is None:  # a journey's steps use a few categories: each checked once
+        if len(_VALID_CATEGORIES) > 1024:  # a bound, not a policy
+            _VALID_CATEGORIES.clear()
+        valid = _VALID_CATEGORIES[intent.category] = check_category(intent.category) == []
+    return valid
+
+
+_VALID_CATEGORIES: dict[str, bool] = {}
 
 
 def queue_together(
