@@ -131,7 +131,16 @@ class Period(_Model):
     unit: Literal["minutes", "hours", "days", "weeks"]
 
     def delta(self) -> timedelta:
-        return timedelta(seconds=self.amount * _UNIT_DELTAS[self.unit])
+        key = (self.amount, self.unit)
+        found = _DELTAS.get(key)
+        if found is None:  # a runtime asks for the same few periods thousands of times
+            if len(_DELTAS) > 1024:  # a bound, not a policy
+                _DELTAS.clear()
+            found = _DELTAS[key] = timedelta(seconds=self.amount * _UNIT_DELTAS[self.unit])
+        return found
+
+
+_DELTAS: dict[tuple[int, str], timedelta] = {}
 
 
 _CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))

@@ -481,6 +481,29 @@ def _satisfies(waiting: Waiting, state: RunState, trigger: EventReceived) -> boo
 class _Run:
     """A run being moved: a mutable draft of ``RunState`` and the effects produced so far."""
 
+    __slots__ = (
+        "base",
+        "contact",
+        "context",
+        "converted_at",
+        "definition",
+        "effects",
+        "ended_at",
+        "engaged",
+        "exit_reason",
+        "now",
+        "path",
+        "run_id",
+        "sent",
+        "status",
+        "step",
+        "steps",
+        "touched",
+        "traits",
+        "visits",
+        "waiting",
+    )
+
     def __init__(
         self,
         definition: JourneyDefinition,
