@@ -7,7 +7,7 @@ In the same run:
    goal: a purchase within 7 days). A fifth buy two hours in, a tenth more after the push; the
    virtual clock jumps to each moment and the dispatcher (journey engine + capture provider)
    runs until nothing is due. Every call of the step function the runtime makes is an advance
-   (entries, timers, events — ``message.sent`` events included, which change nothing).
+   (entries, timers, events; a message queued or sent reaches no run: the engine skips it).
    The rate is advances per second of journey-engine time; the dispatcher's sending is
    reported on its own.
 2. The baseline: the pure step function, ``advance()``, alone over the very same inputs
