@@ -60,22 +60,30 @@ class InboxAdapter:
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
-                await in_thread(self._store, [message for message, _ in batch])
-            except Exception as error:
-                if len(batch) == 1:  # the database away, or this one message: it is retried
-                    _settle(batch[0][1], error)
-                    continue
-                # One message may be what failed: each alone, so the others still go.
-                for message, stored in batch:
-                    try:
-                        await in_thread(self._store, [message])
-                    except Exception as alone:
-                        _settle(stored, alone)
-                    else:
-                        _settle(stored, None)
-            else:
+                await self._store_batch(batch)
+            finally:  # cancelled (shutdown): no sender is left waiting on this batch
                 for _, stored in batch:
+                    if not stored.done():
+                        stored.cancel()
+
+    async def _store_batch(self, batch: list[tuple[OutboundMessage, asyncio.Future[None]]]) -> None:
+        try:
+            await in_thread(self._store, [message for message, _ in batch])
+        except Exception as error:
+            if len(batch) == 1:  # the database away, or this one message: it is retried
+                _settle(batch[0][1], error)
+                return
+            # One message may be what failed: each alone, so the others still go.
+            for message, stored in batch:
+                try:
+                    await in_thread(self._store, [message])
+                except Exception as alone:
+                    _settle(stored, alone)
+                else:
                     _settle(stored, None)
+        else:
+            for _, stored in batch:
+                _settle(stored, None)
 
     def _store(self, batch: list[OutboundMessage]) -> None:
         now = self.clock.now()
