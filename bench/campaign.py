@@ -248,9 +248,9 @@ def main() -> int:
         f"junction, whole path       {rate:9,.0f} messages/s   ratio {ratio:.2f} "
         f"(target >= {TARGET:,}/s)"
     )
-    for phase in ("freeze", "send"):
+    for phase, count in (("freeze", args.n), ("send", n)):  # recipients, then messages
         label = "queue" if phase == "send" and args.queue_only else phase
-        print(f"  {label:9} {times[phase]:8.1f} s   {n / times[phase]:9,.0f} /s")
+        print(f"  {label:9} {times[phase]:8.1f} s   {count / times[phase]:9,.0f} /s")
     print(f"peak RSS                   {peak_rss_mb():9,.0f} MB")
     name = "campaign-queue" if args.queue_only else "campaign"
     name += "-pull" if args.pull else ""

@@ -30,10 +30,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from datetime import time as wall
 
-from junction.domain.caps import (
-    CapRule,
-    PastSend,
-)
+from junction.domain.caps import CapRule, PastSend
 from junction.domain.quiet_hours import QuietHours
 from junction.domain.reachability import (
     Ask,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -131,16 +132,12 @@ class Period(_Model):
     unit: Literal["minutes", "hours", "days", "weeks"]
 
     def delta(self) -> timedelta:
-        key = (self.amount, self.unit)
-        found = _DELTAS.get(key)
-        if found is None:  # a runtime asks for the same few periods thousands of times
-            if len(_DELTAS) > 1024:  # a bound, not a policy
-                _DELTAS.clear()
-            found = _DELTAS[key] = timedelta(seconds=self.amount * _UNIT_DELTAS[self.unit])
-        return found
+        return _delta(self.amount, self.unit)
 
 
-_DELTAS: dict[tuple[int, str], timedelta] = {}
+@lru_cache(maxsize=1024)  # a runtime asks for the same few periods thousands of times
+def _delta(amount: int, unit: str) -> timedelta:
+    return timedelta(seconds=amount * _UNIT_DELTAS[unit])
 
 
 _CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))

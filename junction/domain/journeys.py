@@ -47,6 +47,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -272,21 +273,16 @@ def _built(cls: type[_Value], fields: dict[str, Any]) -> _Value:
     return value
 
 
-# The runtime writes batches of states whose times are mostly the same few (the batch's now,
-# the wake-ups it sets): their text is kept. Keyed with the zone, which the text shows.
-_ISO: dict[tuple[datetime, tzinfo | None], str] = {}
-
-
 def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    key = (moment, moment.tzinfo)
-    text = _ISO.get(key)
-    if text is None:
-        if len(_ISO) > 4096:  # a bound, not a policy
-            _ISO.clear()
-        text = _ISO[key] = moment.isoformat()
-    return text
+    return None if moment is None else _iso_text(moment, moment.tzinfo)
+
+
+# The runtime writes batches of states whose times are mostly the same few (the batch's now,
+# the wake-ups it sets): their text is kept. Keyed with the zone, which the text shows (equal
+# instants in two zones are equal datetimes).
+@lru_cache(maxsize=4096)
+def _iso_text(moment: datetime, zone: tzinfo | None) -> str:
+    return moment.isoformat()
 
 
 # --- triggers and effects --------------------------------------------------------------------

@@ -19,13 +19,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from junction.domain.journeys import JourneyDefinition, RunState, SendIntent
+from junction.domain.journeys import FINAL, JourneyDefinition, RunState, SendIntent
 from junction.store import journeys as definitions
 from junction.store.journey_sends import PendingSend, queue_together, send_alone, simple
 from junction.store.raw import Raw
 
-FINAL = ("completed", "exited", "converted")
-UNFINISHED = "status NOT IN ('completed', 'exited', 'converted')"
+UNFINISHED = f"status NOT IN ({', '.join(repr(status) for status in sorted(FINAL))})"
 RUN_COLUMNS = "id, workspace_id, journey_id, version, contact_id, state"
 
 

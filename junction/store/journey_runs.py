@@ -39,6 +39,7 @@ from sqlalchemy import Connection, select
 
 from junction.domain.journeys import (
     EVENT_FOR_ENGAGEMENT,
+    FINAL,
     Entered,
     EventReceived,
     Finished,
@@ -54,7 +55,6 @@ from junction.domain.journeys import (
 from junction.errors import Conflict
 from junction.store import journeys as definitions
 from junction.store import outbox
-from junction.store.journey_batch import FINAL as FINAL  # statuses of an ended run
 from junction.store.journey_batch import RUN_COLUMNS, UNFINISHED, Batch, JourneyRef, Run
 from junction.store.providers import provider_for
 from junction.store.raw import Raw

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -47,15 +48,12 @@ def simple(intent: SendIntent) -> bool:
     """Whether the send can be queued with the batch's others."""
     if intent.channel not in BATCHED_CHANNELS or intent.template is None or intent.channels:
         return False
-    valid = _VALID_CATEGORIES.get(intent.category)
-    if valid is None:  # a journey's steps use a few categories: each checked once
-        if len(_VALID_CATEGORIES) > 1024:  # a bound, not a policy
-            _VALID_CATEGORIES.clear()
-        valid = _VALID_CATEGORIES[intent.category] = check_category(intent.category) == []
-    return valid
+    return _valid_category(intent.category)
 
 
-_VALID_CATEGORIES: dict[str, bool] = {}
+@lru_cache(maxsize=1024)  # a journey's steps use a few categories: each checked once
+def _valid_category(category: str) -> bool:
+    return check_category(category) == []
 
 
 def queue_together(

@@ -286,8 +286,7 @@ def claim_batch(
         conn.execute(update(messages).where(messages.c.id.in_(as_queued)).values(**claimed))
     decided = [r for r in sending if r.decision is not None]
     if decided:  # one row each, straight to the driver: this runs for every message
-        time = driver_time(conn)
-        until, at = time(now + lease), time(now)
+        until = raw.time(now + lease)
         # People alike share one decision (the policy remembers it): a message's first
         # decisions are written as JSON once per decision.
         first: dict[int, str | None] = {}
@@ -299,7 +298,7 @@ def claim_batch(
                 first[id(r.decision)] = driver_json(_decided(r, now))
             return first[id(r.decision)]
 
-        Raw(conn).many(
+        raw.many(
             f"UPDATE messages SET status = '{SENDING}', lease_until = ?, attempts = attempts + 1, "
             "due_at = ?, updated_at = ?, channel = ?, provider = ?, to_address = ?, "
             "content = ?, decisions = ? WHERE id = ?",

@@ -32,10 +32,7 @@ from typing import Any, NamedTuple
 import orjson
 from sqlalchemy import Connection, select
 
-from junction.domain.caps import (
-    CapRule,
-    PastSend,
-)
+from junction.domain.caps import CapRule, PastSend
 from junction.domain.countries import COUNTRY_APPS
 from junction.domain.quiet_hours import QuietHours
 from junction.domain.reachability import (

@@ -13,10 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from junction.domain.caps import (
-    CapRule,
-    PastSend,
-)
+from junction.domain.caps import CapRule, PastSend
 from junction.domain.countries import COUNTRY_APPS
 from junction.domain.quiet_hours import QuietHours
 from junction.domain.reachability import (
