@@ -116,15 +116,16 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                handled = await self.run_once()
-            except Exception:  # the database away for a moment: log it, keep dispatching
-                log.exception("dispatch round failed; trying again")
-                handled = 0
-            if handled == 0 and not self.journey_work:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.settings.idle_wait)
+        with self.database.checkpointing():
+            while not stop.is_set():
+                try:
+                    handled = await self.run_once()
+                except Exception:  # the database away for a moment: log it, keep dispatching
+                    log.exception("dispatch round failed; trying again")
+                    handled = 0
+                if handled == 0 and not self.journey_work:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=self.settings.idle_wait)
         await self.aclose()
 
     async def run_once(self) -> int:
@@ -183,8 +184,9 @@ class Dispatcher:
         runs: the next ``asyncio.run`` is another event loop, which connections cannot cross)."""
         total = 0
         try:
-            while (handled := await self.run_once()) or self.journey_work:
-                total += handled
+            with self.database.checkpointing():
+                while (handled := await self.run_once()) or self.journey_work:
+                    total += handled
         finally:
             await self.aclose()
         return total

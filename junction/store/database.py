@@ -4,11 +4,13 @@ SQLite is tuned for a single busy process: WAL (readers never wait for the write
 ``synchronous=NORMAL`` (a commit survives the process being killed; only a power cut can
 lose the last commits), a busy timeout, and foreign keys on. Write transactions begin
 ``IMMEDIATE`` and are serialised in-process, so writers queue on a lock instead of
-spinning on SQLITE_BUSY or failing to upgrade a read lock.
+spinning on SQLITE_BUSY or failing to upgrade a read lock. A busy process copies the
+write-ahead log into the database on a thread of its own (``checkpointing``).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -66,6 +68,39 @@ class Database:
         """A consistent read-only view."""
         with self.engine.connect() as connection, connection.begin():
             yield connection
+
+    @contextmanager
+    def checkpointing(self, every: float = 0.05) -> Iterator[None]:
+        """While inside, copy SQLite's write-ahead log into the database file every
+        ``every`` seconds on a thread of its own (nothing elsewhere).
+
+        Otherwise the transaction whose commit crosses ``wal_autocheckpoint`` copies the
+        whole log itself — 150-170 ms of a dispatcher's round, measured. SQLite does that work
+        outside the GIL, so on its own thread it overlaps the worker's Python. The checkpoint
+        is PASSIVE: it never waits for, or holds up, a reader or a writer, and the writers'
+        own automatic checkpoint stays as the backstop (it then finds little left to copy).
+        """
+        path = self.url.database if self.is_sqlite else None
+        if not path or path == ":memory:":
+            yield
+            return
+        stop = threading.Event()
+
+        def copy_log() -> None:
+            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            try:
+                while not stop.wait(every):
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=copy_log, name="junction-checkpoint", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def dispose(self) -> None:
         self.engine.dispose()
