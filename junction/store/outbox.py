@@ -401,24 +401,31 @@ def record(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None
         return
     time = driver_time(conn)
     at = time(now)
-    Raw(conn).many(
-        "UPDATE messages SET status = ?, due_at = ?, lease_until = NULL, last_error = ?, "
-        "provider_message_id = ?, details = ?, fallback_at = ?, updated_at = ? "
-        f"WHERE id = ? AND status = '{SENDING}'",
-        [
-            (
-                QUEUED if o.status == FALLBACK else o.status,
-                time(o.due_at or o.finished_at),
-                o.error[:1000] if o.error else None,
-                o.provider_message_id,
-                driver_json(o.details),
-                time(o.fallback_at),
-                at,
-                o.message_id,
-            )
-            for o in outcomes
-        ],
-    )
+    raw = Raw(conn)
+    # A message being sent has no fallback time (it is cleared whenever a message goes back
+    # to the queue), so only the outcomes that set one name the column: naming an indexed
+    # column in SET rewrites its index entry, whatever the value.
+    for with_fallback in (False, True):
+        raw.many(
+            "UPDATE messages SET status = ?, due_at = ?, lease_until = NULL, last_error = ?, "
+            "provider_message_id = ?, details = ?, updated_at = ?"
+            + (", fallback_at = ?" if with_fallback else "")
+            + f" WHERE id = ? AND status = '{SENDING}'",
+            [
+                (
+                    QUEUED if o.status == FALLBACK else o.status,
+                    time(o.due_at or o.finished_at),
+                    o.error[:1000] if o.error else None,
+                    o.provider_message_id,
+                    driver_json(o.details),
+                    at,
+                    *((time(o.fallback_at),) if with_fallback else ()),
+                    o.message_id,
+                )
+                for o in outcomes
+                if (o.fallback_at is not None) is with_fallback
+            ],
+        )
     _tried(conn, {o.message_id: o.channel for o in outcomes if o.status == FALLBACK and o.channel})
     insert_rows_fast(
         conn,
