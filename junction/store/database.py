@@ -17,8 +17,11 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import orjson
+import structlog
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+log = structlog.get_logger(__name__)
 
 SQLITE_PRAGMAS = (
     "journal_mode=WAL",
@@ -87,10 +90,13 @@ class Database:
         stop = threading.Event()
 
         def copy_log() -> None:
-            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            connection = sqlite3.connect(path, isolation_level=None)
             try:
                 while not stop.wait(every):
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    try:
+                        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    except sqlite3.Error:  # passing (a full disk): the next round tries again
+                        log.warning("checkpoint failed; trying again", exc_info=True)
             finally:
                 connection.close()
 
