@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, bindparam, delete, func, select, tuple_, update
+from sqlalchemy import Connection, Select, bindparam, delete, func, select, tuple_, update
 
 from junction.domain.segments import (
     CONDITION_TAGS,
@@ -42,6 +42,7 @@ from junction.domain.sending import CHANNEL_ADDRESS
 from junction.errors import Conflict, NotFound
 from junction.store.definitions import validated
 from junction.store.ingest import EVENT_COLUMNS
+from junction.store.raw import Raw
 from junction.store.segment_sql import members_query
 from junction.store.sql import driver_json, driver_time, insert_ignoring_conflicts, insert_rows_fast
 from junction.store.tables import (
@@ -174,9 +175,11 @@ def watch(conn: Connection, workspace_id: int, wanted: Iterable[Signal], now: da
             )
         )
     }
+    rebuilt = False
     for signal in wanted:
         if signal.key in known and known[signal.key] >= signal.keep_seconds:
             continue
+        rebuilt = True
         if signal.key in known:
             conn.execute(
                 signals.update()
@@ -195,6 +198,12 @@ def watch(conn: Connection, workspace_id: int, wanted: Iterable[Signal], now: da
                 )
             )
         rebuild_signal(conn, workspace_id, signal, now, upto)
+    if rebuilt and conn.dialect.name == "sqlite":
+        # Statistics after a bulk change: without them SQLite probes a person's other
+        # signals through the primary key and reads each table row besides, not through the
+        # covering index (the audience query, measured: 0.45 -> 0.32 s at 1,000,000 people).
+        # PostgreSQL analyses on its own.
+        conn.exec_driver_sql("ANALYZE segment_signals")
 
 
 def rebuild_signal(
@@ -1033,6 +1042,16 @@ def reevaluate(
     return {"key": key, "members": count}
 
 
+def _ids(conn: Connection, query: Select[Any]) -> list[int]:
+    """The first column of ``query``'s rows. On SQLite straight from the driver: an audience
+    is hundreds of thousands of rows, and SQLAlchemy's result rows cost a tenth of the query
+    (its values are Junction's own — ids, signal digests, times — so they are written in)."""
+    if conn.dialect.name != "sqlite":
+        return list(conn.scalars(query))
+    sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    return [row[0] for row in Raw(conn).rows(sql)]
+
+
 def audience(conn: Connection, workspace_id: int, key: str | None, now: datetime) -> list[int]:
     """The contact ids in segment ``key`` now, ascending (everyone in the workspace when
     ``key`` is None), by a fresh batch evaluation; ``NotFound`` names an unknown segment."""
@@ -1050,6 +1069,6 @@ def audience(conn: Connection, workspace_id: int, key: str | None, now: datetime
         raise NotFound(f"no segment {key!r} in this workspace")
     pushed = members_query(parse_definition(row.definition), workspace_id, now)
     if pushed is not None:  # the common behavioural rules: one query over the aggregates
-        return sorted(conn.scalars(pushed))
+        return sorted(_ids(conn, pushed))
     rule = compiled(row.definition)
     return sorted(c for c, verdict in verdicts(conn, workspace_id, rule, now) if verdict.member)

@@ -776,6 +776,24 @@ CASES: dict[str, dict[str, Any]] = {
     "not-abandoned": {
         "not": {"performed": "Added to Cart", "notFollowedBy": {"event": "Order Completed"}}
     },
+    # The order signal read within the week by one condition and over all time by the other.
+    "not-abandoned-week": {
+        "not": {
+            "performed": "Added to Cart",
+            "notFollowedBy": {"event": "Order Completed"},
+            "within": WEEK,
+        }
+    },
+    "abandoned-week-or-loyal": {
+        "any": [
+            {
+                "performed": "Added to Cart",
+                "notFollowedBy": {"event": "Order Completed"},
+                "within": WEEK,
+            },
+            {"performed": "Order Completed", "atLeast": 3},
+        ]
+    },
     "behaviour-only": {
         "all": [
             {"performed": "Added to Cart", "within": {"amount": 30, "unit": "days"}},
