@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8700
-    dispatch_batch_size: int = Field(default=500, ge=1, le=10_000)
+    dispatch_batch_size: int = Field(default=1000, ge=1, le=10_000)
     dispatch_concurrency: int = Field(default=100, ge=1, le=10_000)
     dispatch_lease_seconds: float = Field(
         default=60, gt=0, description="how long a claimed message stays a worker's own"

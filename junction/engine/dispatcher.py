@@ -60,7 +60,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class DispatcherSettings:
-    batch_size: int = 500
+    batch_size: int = 1000
     concurrency: int = 100  # sends in flight at once
     lease: timedelta = timedelta(seconds=60)
     idle_wait: float = 0.25  # seconds between polls when nothing is due
