@@ -254,14 +254,16 @@ class Batch:
             )
             self._entered.clear()
             self._entered_by_contact.clear()
+            moved = []
+            for run_id, wake in self._writes.items():
+                state = self.runs[run_id].state
+                moved.append(
+                    (state.status, state.step, json(state.to_dict()), time(wake), now, run_id)
+                )
             self.raw.many(
                 "UPDATE journey_runs SET status = ?, step = ?, state = ?, wake_at = ?, "
                 "updated_at = ? WHERE id = ?",
-                [
-                    (state.status, state.step, json(state.to_dict()), time(wake), now, run_id)
-                    for run_id, wake in self._writes.items()
-                    for state in (self.runs[run_id].state,)
-                ],
+                moved,
             )
             self._writes.clear()
         if self.counts:
